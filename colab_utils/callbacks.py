@@ -1,0 +1,152 @@
+"""Keras callbacks for a run directory: grids, history, TensorBoard, checkpoints.
+
+They also work with a plain ``model.fit`` on a :class:`~colab_utils.cyclegan.CycleGAN`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from . import viz
+from .checkpoints import atomic_write_bytes
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter/Colab kernel."""
+    shell = sys.modules.get("IPython")
+    if shell is None:
+        return False
+    ip = shell.get_ipython()
+    return ip is not None and "IPKernelApp" in getattr(ip, "config", {})
+
+
+def _save_figure(fig, path: Path) -> None:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+class ImageGridCallback(keras.callbacks.Callback):
+    """Saves ``grids/epoch_001.png``… of fixed validation slices after every epoch.
+
+    Args:
+        directory: Where the PNGs go.
+        t1, t2: Fixed slices (N, H, W, C) in [0, 1].
+        paired: Whether ``t1[i]`` and ``t2[i]`` are the same anatomy (adds a
+            ground-truth column).
+        show_inline: Display each grid in the notebook as it is written.
+    """
+
+    def __init__(self, directory, t1, t2, *, paired: bool, show_inline: bool = False):
+        super().__init__()
+        self.directory = Path(directory)
+        self.t1, self.t2 = np.asarray(t1), np.asarray(t2)
+        self.paired = paired
+        self.show_inline = show_inline
+        self.last_path: Path | None = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        fig = viz.translation_grid(self.model.gen_t1_to_t2, self.model.gen_t2_to_t1,
+                                   self.t1, self.t2, paired=self.paired,
+                                   title=f"epoch {epoch + 1}")
+        self.last_path = self.directory / f"epoch_{epoch + 1:03d}.png"
+        _save_figure(fig, self.last_path)
+        if self.show_inline:
+            from IPython.display import Image, display
+
+            display(Image(filename=str(self.last_path)))
+
+
+class HistoryCallback(keras.callbacks.Callback):
+    """Keeps ``history.csv`` (one row per epoch) and ``loss_curves.png`` up to date.
+
+    A resumed run overwrites the rows of epochs it redoes, so the file always
+    describes one consistent run.
+    """
+
+    def __init__(self, csv_path, png_path=None):
+        super().__init__()
+        self.csv_path = Path(csv_path)
+        self.png_path = Path(png_path) if png_path else None
+        self._started = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": epoch + 1, "step": int(self.model.global_step.numpy()),
+               "lr": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
+               "seconds": round(time.perf_counter() - (self._started or time.perf_counter()), 3)}
+        row.update({k: float(v) for k, v in (logs or {}).items()})
+        rows = [r for r in viz.read_history(self.csv_path) if r.get("epoch", 0) < epoch + 1]
+        rows.append(row)
+        fields = list(dict.fromkeys(k for r in rows for k in r))
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: _format(r.get(k, "")) for k in fields})
+        atomic_write_bytes(self.csv_path, text.getvalue().encode())
+        if self.png_path:
+            _save_figure(viz.loss_curves(rows), self.png_path)
+
+
+def _format(value):
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return int(value)
+    return value
+
+
+class TensorBoardCallback(keras.callbacks.Callback):
+    """Writes epoch losses (and the latest image grid, if any) to TensorBoard."""
+
+    def __init__(self, log_dir, grid_callback: ImageGridCallback | None = None):
+        super().__init__()
+        self.log_dir = str(log_dir)
+        self.grid_callback = grid_callback
+        self._writer = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        import tensorflow as tf
+
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+        with self._writer.as_default(step=epoch + 1):
+            for key, value in (logs or {}).items():
+                tf.summary.scalar(key, float(value))
+            grid = self.grid_callback.last_path if self.grid_callback else None
+            if grid is not None and grid.is_file():
+                image = tf.io.decode_png(grid.read_bytes(), channels=3)[None]
+                tf.summary.image("translation_grid", image)
+        self._writer.flush()
+
+
+class CheckpointCallback(keras.callbacks.Callback):
+    """Calls ``save(step)`` every ``every_steps`` steps (0: never) and after every epoch."""
+
+    def __init__(self, save, every_steps: int = 0):
+        super().__init__()
+        self.save = save
+        self.every_steps = int(every_steps)
+        self._last_saved = None
+
+    def _save(self):
+        step = int(self.model.global_step.numpy())
+        if step != self._last_saved:
+            self.save(step)
+            self._last_saved = step
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.every_steps and int(self.model.global_step.numpy()) % self.every_steps == 0:
+            self._save()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._save()

@@ -1,0 +1,234 @@
+"""The CycleGAN ``keras.Model``: two generators, two discriminators, image pools.
+
+The same class trains CycleGAN (unpaired batches) and CycleGAN_s (paired
+batches plus a supervised L1 term, ``lambda_supervised > 0``).
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from . import losses
+
+LOSS_KEYS = (
+    "gen_total", "adv_t1_to_t2", "adv_t2_to_t1", "cycle_t1", "cycle_t2",
+    "identity_t1", "identity_t2", "supervised_t1_to_t2", "supervised_t2_to_t1",
+    "disc_t1", "disc_t2",
+)
+
+
+class ImagePool(keras.layers.Layer):
+    """History of generated images shown to a discriminator (Shrivastava et al.).
+
+    Until the pool holds ``pool_size`` images every new image is stored and
+    returned. After that, each new image is, with probability 0.5, swapped for
+    a random stored one (which is returned), otherwise returned as is. The pool
+    is a pair of non-trainable variables, so it is saved and restored with the
+    model. Random draws are stateless functions of ``(seed, step)``, so a
+    resumed run draws exactly what an uninterrupted one would.
+    """
+
+    def __init__(self, pool_size: int, image_shape, seed: int = 0, **kwargs):
+        super().__init__(dtype="float32", **kwargs)
+        if pool_size < 0:
+            raise ValueError(f"pool_size: expected >= 0, got {pool_size}")
+        self.pool_size = int(pool_size)
+        self.seed = int(seed)
+        self.images = self.add_weight(
+            shape=(max(self.pool_size, 1), *image_shape), initializer="zeros",
+            trainable=False, dtype="float32", name="images")
+        self.count = self.add_weight(
+            shape=(), initializer="zeros", trainable=False, dtype="int32", name="count")
+        self.built = True
+
+    def call(self, images, step):
+        if self.pool_size == 0:
+            return images
+        images = tf.cast(images, tf.float32)
+        n = tf.shape(images)[0]
+        step = tf.cast(step, tf.int32)
+        swap = tf.random.stateless_uniform([n], seed=tf.stack([self.seed, step])) > 0.5
+        slot = tf.random.stateless_uniform(
+            [n], seed=tf.stack([self.seed + 1, step]), maxval=self.pool_size, dtype=tf.int32)
+        capacity = self.pool_size
+
+        def body(i, pool, count, outputs):
+            image = images[i]
+            fill = count < capacity
+            use_stored = tf.logical_and(tf.logical_not(fill), swap[i])
+            index = tf.where(fill, tf.minimum(count, capacity - 1), slot[i])
+            out = tf.where(use_stored, pool[index], image)
+            replace = tf.logical_or(fill, use_stored)
+            pool = tf.cond(replace,
+                           lambda: tf.tensor_scatter_nd_update(pool, [[index]], image[None]),
+                           lambda: pool)
+            count = count + tf.cast(fill, tf.int32)
+            return i + 1, pool, count, outputs.write(i, out)
+
+        outputs = tf.TensorArray(tf.float32, size=n, element_shape=images.shape[1:])
+        _, pool, count, outputs = tf.while_loop(
+            lambda i, *_: i < n, body,
+            (tf.constant(0), self.images.value, self.count.value, outputs))
+        self.images.assign(pool)
+        self.count.assign(count)
+        return outputs.stack()
+
+    def get_config(self):
+        return {**super().get_config(), "pool_size": self.pool_size, "seed": self.seed}
+
+
+class CycleGAN(keras.Model):
+    """CycleGAN for T1 ↔ T2 with LSGAN/BCE, cycle, identity and supervised terms.
+
+    Batches are ``(real_t1, real_t2)``, each (batch, H, W, C) float32 in
+    [-1, 1]. Use unpaired batches for CycleGAN and paired ones (the same
+    subjects and slices, aligned) when ``lambda_supervised > 0``.
+
+    Args:
+        gen_t1_to_t2, gen_t2_to_t1: Generators.
+        disc_t1, disc_t2: Discriminators for real vs. synthetic T1 and T2.
+        lambda_cycle: Weight of the cycle-consistency L1 (10 in the paper).
+        lambda_identity: Weight of the identity L1 (0.5·λ_cycle = 5 in the paper).
+        lambda_supervised: Weight of the paired L1 (0 for plain CycleGAN).
+        gan_mode: ``"lsgan"`` (the paper) or ``"bce"``.
+        pool_size: Images kept per domain in the image pool (50; 0 disables).
+        image_shape: (H, W, C) of the images; taken from the generator's input
+            when that is fully defined.
+        seed: Seed of the image pools' random draws.
+    """
+
+    def __init__(self, gen_t1_to_t2, gen_t2_to_t1, disc_t1, disc_t2, *,
+                 lambda_cycle=10.0, lambda_identity=5.0, lambda_supervised=0.0,
+                 gan_mode="lsgan", pool_size=50, image_shape=None, seed=0, **kwargs):
+        super().__init__(**kwargs)
+        self.gen_t1_to_t2 = gen_t1_to_t2
+        self.gen_t2_to_t1 = gen_t2_to_t1
+        self.disc_t1 = disc_t1
+        self.disc_t2 = disc_t2
+        for name, value in (("lambda_cycle", lambda_cycle), ("lambda_identity", lambda_identity),
+                            ("lambda_supervised", lambda_supervised)):
+            if value < 0:
+                raise ValueError(f"{name}: expected >= 0, got {value}")
+        self.lambda_cycle = float(lambda_cycle)
+        self.lambda_identity = float(lambda_identity)
+        self.lambda_supervised = float(lambda_supervised)
+        self.gan_mode = gan_mode
+        self.gen_adv_loss, self.disc_adv_loss = losses.adversarial_losses(gan_mode)
+        if image_shape is None:
+            image_shape = tuple(gen_t1_to_t2.input_shape[1:])
+            if None in image_shape:
+                raise ValueError("image_shape: the generator accepts any size, so pass "
+                                 "image_shape=(H, W, C) for the image pools")
+        self.image_shape = tuple(int(d) for d in image_shape)
+        self.pool_t1 = ImagePool(pool_size, self.image_shape, seed=2 * seed, name="pool_t1")
+        self.pool_t2 = ImagePool(pool_size, self.image_shape, seed=2 * seed + 10_007,
+                                 name="pool_t2")
+        self.global_step = self.add_weight(shape=(), dtype="int64", initializer="zeros",
+                                           trainable=False, name="global_step")
+        self.trackers = {key: keras.metrics.Mean(name=key) for key in LOSS_KEYS}
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    @property
+    def generator_variables(self):
+        return self.gen_t1_to_t2.trainable_variables + self.gen_t2_to_t1.trainable_variables
+
+    @property
+    def discriminator_variables(self):
+        return self.disc_t1.trainable_variables + self.disc_t2.trainable_variables
+
+    def compile(self, gen_optimizer, disc_optimizer, **kwargs):
+        """Attach one optimizer for both generators and one for both discriminators."""
+        super().compile(optimizer=gen_optimizer, **kwargs)
+        self.gen_optimizer = gen_optimizer
+        self.disc_optimizer = disc_optimizer
+        # Build slot variables now so that checkpoints can restore them before
+        # the first step.
+        gen_optimizer.build(self.generator_variables)
+        disc_optimizer.build(self.discriminator_variables)
+
+    def call(self, inputs, training=False):
+        """Translate T1 to T2."""
+        return self.gen_t1_to_t2(inputs, training=training)
+
+    def _generator_losses(self, real_t1, real_t2, training):
+        """Forward pass of both generators and their loss terms."""
+        fake_t2 = self.gen_t1_to_t2(real_t1, training=training)
+        fake_t1 = self.gen_t2_to_t1(real_t2, training=training)
+        out = {
+            "fake_t1": fake_t1,
+            "fake_t2": fake_t2,
+            "adv_t1_to_t2": self.gen_adv_loss(self.disc_t2(fake_t2, training=training)),
+            "adv_t2_to_t1": self.gen_adv_loss(self.disc_t1(fake_t1, training=training)),
+            "cycle_t1": losses.cycle_loss(real_t1, self.gen_t2_to_t1(fake_t2, training=training)),
+            "cycle_t2": losses.cycle_loss(real_t2, self.gen_t1_to_t2(fake_t1, training=training)),
+        }
+        zero = tf.constant(0.0)
+        if self.lambda_identity > 0:
+            out["identity_t1"] = losses.identity_loss(
+                real_t1, self.gen_t2_to_t1(real_t1, training=training))
+            out["identity_t2"] = losses.identity_loss(
+                real_t2, self.gen_t1_to_t2(real_t2, training=training))
+        else:
+            out["identity_t1"] = out["identity_t2"] = zero
+        if self.lambda_supervised > 0 or not training:
+            out["supervised_t1_to_t2"] = losses.supervised_loss(real_t2, fake_t2)
+            out["supervised_t2_to_t1"] = losses.supervised_loss(real_t1, fake_t1)
+        else:
+            out["supervised_t1_to_t2"] = out["supervised_t2_to_t1"] = zero
+        out["gen_total"] = (
+            out["adv_t1_to_t2"] + out["adv_t2_to_t1"]
+            + self.lambda_cycle * (out["cycle_t1"] + out["cycle_t2"])
+            + self.lambda_identity * (out["identity_t1"] + out["identity_t2"])
+            + self.lambda_supervised * (out["supervised_t1_to_t2"] + out["supervised_t2_to_t1"])
+        )
+        return out
+
+    def _apply(self, optimizer, tape, loss, variables):
+        # scale_loss multiplies by the loss scale under LossScaleOptimizer
+        # (mixed_float16) and is the identity otherwise; apply_gradients unscales.
+        grads = tape.gradient(optimizer.scale_loss(loss), variables)
+        optimizer.apply_gradients(zip(grads, variables))
+
+    def train_step(self, data):
+        # 1. Translate both ways, cycle back, and map each domain to itself.
+        # 2. Generator loss: adversarial + λ_cycle·cycle + λ_identity·identity
+        #    (+ λ_supervised·L1 to the paired target for CycleGAN_s).
+        # 3. Update both generators with one optimizer.
+        # 4. Pass the synthetic images through the image pools.
+        # 5. Discriminator loss: real vs. pooled synthetic, per domain.
+        # 6. Update both discriminators; count the step; return mean losses.
+        real_t1, real_t2 = data
+        with tf.GradientTape() as tape:
+            out = self._generator_losses(real_t1, real_t2, training=True)
+        self._apply(self.gen_optimizer, tape, out["gen_total"], self.generator_variables)
+
+        step = self.global_step.value
+        pooled_t1 = self.pool_t1(tf.stop_gradient(out["fake_t1"]), step)
+        pooled_t2 = self.pool_t2(tf.stop_gradient(out["fake_t2"]), step)
+        with tf.GradientTape() as tape:
+            out["disc_t1"] = self.disc_adv_loss(self.disc_t1(real_t1, training=True),
+                                                self.disc_t1(pooled_t1, training=True))
+            out["disc_t2"] = self.disc_adv_loss(self.disc_t2(real_t2, training=True),
+                                                self.disc_t2(pooled_t2, training=True))
+            disc_total = out["disc_t1"] + out["disc_t2"]
+        self._apply(self.disc_optimizer, tape, disc_total, self.discriminator_variables)
+        self.global_step.assign_add(1)
+        return self._update_trackers(out)
+
+    def test_step(self, data):
+        # Generator losses without updates; the supervised terms are the
+        # translation errors (meaningful when the batch is paired).
+        real_t1, real_t2 = data
+        out = self._generator_losses(real_t1, real_t2, training=False)
+        out["disc_t1"] = self.disc_adv_loss(self.disc_t1(real_t1), self.disc_t1(out["fake_t1"]))
+        out["disc_t2"] = self.disc_adv_loss(self.disc_t2(real_t2), self.disc_t2(out["fake_t2"]))
+        return self._update_trackers(out)
+
+    def _update_trackers(self, out):
+        for key, tracker in self.trackers.items():
+            tracker.update_state(out[key])
+        return {key: tracker.result() for key, tracker in self.trackers.items()}

@@ -1,0 +1,307 @@
+"""Network builders: ResNet and U-Net generators, PatchGAN discriminator.
+
+Every builder takes all of its settings as arguments and returns a functional
+``keras.Model`` in NHWC layout. Generators end in ``tanh`` (values in [-1, 1])
+and discriminators in a linear layer; both final layers run in float32 so the
+models are safe under a mixed-precision dtype policy.
+
+Instance normalisation is ``keras.layers.GroupNormalization(groups=-1)``
+(one group per channel), which replaces tensorflow-addons' InstanceNormalization.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+NORMS = ("instance", "batch", "none")
+UPSAMPLINGS = ("transpose", "resize_conv")
+# Weights drawn from N(0, 0.02), as in the CycleGAN and pix2pix papers.
+_INIT_STDDEV = 0.02
+
+
+def check_choice(name: str, value: str, choices) -> str:
+    """Return ``value`` if it is one of ``choices``, else raise ``ValueError``."""
+    if value not in choices:
+        raise ValueError(
+            f"unknown {name} {value!r}; expected one of: {', '.join(map(repr, choices))}"
+        )
+    return value
+
+
+@keras.saving.register_keras_serializable(package="colab_utils")
+class ReflectionPadding2D(layers.Layer):
+    """Pads height and width by reflection (``padding`` pixels on each side)."""
+
+    def __init__(self, padding: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        self.padding = int(padding)
+
+    def call(self, inputs):
+        p = self.padding
+        return ops.pad(inputs, [[0, 0], [p, p], [p, p], [0, 0]], mode="reflect")
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, c = input_shape
+        grow = lambda d: None if d is None else d + 2 * self.padding  # noqa: E731
+        return (b, grow(h), grow(w), c)
+
+    def get_config(self):
+        return {**super().get_config(), "padding": self.padding}
+
+
+def _init():
+    return keras.initializers.RandomNormal(mean=0.0, stddev=_INIT_STDDEV)
+
+
+def _norm(kind: str, name: str, affine: bool):
+    """Normalisation layer by name; ``None`` for ``"none"``."""
+    check_choice("norm", kind, NORMS)
+    if kind == "instance":
+        return layers.GroupNormalization(
+            groups=-1, epsilon=1e-5, center=affine, scale=affine, name=name
+        )
+    if kind == "batch":
+        return layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=name)
+    return None
+
+
+def _conv_norm_act(x, filters, kernel, strides, *, norm, affine, act, name, padding="same"):
+    x = layers.Conv2D(
+        filters, kernel, strides=strides, padding=padding,
+        kernel_initializer=_init(), name=f"{name}_conv",
+    )(x)
+    norm_layer = _norm(norm, f"{name}_norm", affine)
+    if norm_layer is not None:
+        x = norm_layer(x)
+    if act == "relu":
+        x = layers.ReLU(name=f"{name}_relu")(x)
+    elif act == "lrelu":
+        x = layers.LeakyReLU(negative_slope=0.2, name=f"{name}_lrelu")(x)
+    return x
+
+
+def _residual_block(x, filters, *, norm, affine, dropout, name):
+    """Two reflection-padded 3×3 convolutions with a skip connection."""
+    y = ReflectionPadding2D(1, name=f"{name}_pad1")(x)
+    y = _conv_norm_act(y, filters, 3, 1, norm=norm, affine=affine, act="relu",
+                       name=f"{name}_a", padding="valid")
+    if dropout:
+        y = layers.Dropout(dropout, name=f"{name}_dropout")(y)
+    y = ReflectionPadding2D(1, name=f"{name}_pad2")(y)
+    y = _conv_norm_act(y, filters, 3, 1, norm=norm, affine=affine, act=None,
+                       name=f"{name}_b", padding="valid")
+    return layers.Add(name=f"{name}_add")([x, y])
+
+
+def _upsample(x, filters, *, mode, norm, affine, name):
+    """Doubles height and width: transposed conv or resize then conv."""
+    check_choice("upsampling", mode, UPSAMPLINGS)
+    if mode == "transpose":
+        x = layers.Conv2DTranspose(
+            filters, 3, strides=2, padding="same",
+            kernel_initializer=_init(), name=f"{name}_convT",
+        )(x)
+    else:
+        # Resize-convolution (Odena et al. 2016): no checkerboard artifacts.
+        x = layers.UpSampling2D(2, interpolation="nearest", name=f"{name}_resize")(x)
+        x = ReflectionPadding2D(1, name=f"{name}_pad")(x)
+        x = layers.Conv2D(filters, 3, padding="valid", kernel_initializer=_init(),
+                          name=f"{name}_conv")(x)
+    norm_layer = _norm(norm, f"{name}_norm", affine)
+    if norm_layer is not None:
+        x = norm_layer(x)
+    return layers.ReLU(name=f"{name}_relu")(x)
+
+
+def _input(image_size, channels, name):
+    if image_size is not None and (not isinstance(image_size, int) or image_size <= 0):
+        raise ValueError(f"image_size: expected a positive int or None, got {image_size!r}")
+    if not isinstance(channels, int) or channels <= 0:
+        raise ValueError(f"channels: expected a positive int, got {channels!r}")
+    return keras.Input(shape=(image_size, image_size, channels), name=name)
+
+
+def resnet_generator(
+    *,
+    image_size: int | None = 256,
+    channels: int = 1,
+    filters: int = 64,
+    n_blocks: int = 9,
+    norm: str = "instance",
+    norm_affine: bool = False,
+    upsampling: str = "transpose",
+    dropout: float = 0.0,
+    name: str = "resnet_generator",
+) -> keras.Model:
+    """ResNet generator of Johnson et al. as used by CycleGAN.
+
+    Reflection pad + 7×7 conv, two stride-2 downsamplings, ``n_blocks``
+    residual blocks, two upsamplings, reflection pad + 7×7 conv, ``tanh``.
+
+    Args:
+        image_size: Height and width of the input, or ``None`` for any size
+            divisible by 4.
+        channels: Input and output channels.
+        filters: Filters of the first layer (64 in the paper).
+        n_blocks: Residual blocks (9 for 256 px, 6 for 128 px in the paper).
+        norm: ``"instance"``, ``"batch"`` or ``"none"``.
+        norm_affine: Learn a scale and offset in the normalisation layers
+            (the reference implementation does not).
+        upsampling: ``"transpose"`` (the paper) or ``"resize_conv"``.
+        dropout: Dropout rate inside residual blocks (0 in the paper).
+        name: Model name.
+
+    Returns:
+        ``keras.Model`` mapping (batch, H, W, channels) to the same shape.
+    """
+    check_choice("norm", norm, NORMS)
+    check_choice("upsampling", upsampling, UPSAMPLINGS)
+    if n_blocks < 0:
+        raise ValueError(f"n_blocks: expected >= 0, got {n_blocks}")
+    if image_size is not None and image_size % 4:
+        raise ValueError(f"image_size: expected a multiple of 4, got {image_size}")
+    kw = dict(norm=norm, affine=norm_affine)
+
+    inputs = _input(image_size, channels, "image")
+    x = ReflectionPadding2D(3, name="stem_pad")(inputs)
+    x = _conv_norm_act(x, filters, 7, 1, act="relu", name="stem", padding="valid", **kw)
+    # (batch, H, W, f)
+    x = _conv_norm_act(x, filters * 2, 3, 2, act="relu", name="down1", **kw)
+    x = _conv_norm_act(x, filters * 4, 3, 2, act="relu", name="down2", **kw)
+    # (batch, H/4, W/4, 4f)
+    for i in range(n_blocks):
+        x = _residual_block(x, filters * 4, dropout=dropout, name=f"res{i + 1}", **kw)
+    x = _upsample(x, filters * 2, mode=upsampling, name="up1", **kw)
+    x = _upsample(x, filters, mode=upsampling, name="up2", **kw)
+    # (batch, H, W, f)
+    x = ReflectionPadding2D(3, name="head_pad")(x)
+    x = layers.Conv2D(channels, 7, padding="valid", kernel_initializer=_init(),
+                      name="head_conv")(x)
+    outputs = layers.Activation("tanh", dtype="float32", name="tanh")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def unet_generator(
+    *,
+    image_size: int | None = 256,
+    channels: int = 1,
+    filters: int = 64,
+    n_downsamplings: int = 8,
+    norm: str = "instance",
+    norm_affine: bool = True,
+    dropout: float = 0.5,
+    name: str = "unet_generator",
+) -> keras.Model:
+    """pix2pix U-Net: ``n_downsamplings`` 4×4 stride-2 convs and mirrored up path.
+
+    Encoder filters are ``filters * min(2**i, 8)``; the first encoder layer
+    and the 1×1 bottleneck have no normalisation (instance normalisation of a
+    single pixel would zero it). The three innermost decoder layers use
+    dropout, as in pix2pix.
+
+    Args:
+        image_size: Height and width, a multiple of ``2**n_downsamplings``,
+            or ``None``.
+        channels: Input and output channels.
+        filters: Filters of the first layer.
+        n_downsamplings: Depth; 8 takes 256 px to 1×1.
+        norm: ``"instance"``, ``"batch"`` or ``"none"``.
+        norm_affine: Learn scale and offset in instance normalisation.
+        dropout: Dropout rate of the innermost decoder layers (0 to disable).
+        name: Model name.
+
+    Returns:
+        ``keras.Model`` mapping (batch, H, W, channels) to the same shape.
+    """
+    check_choice("norm", norm, NORMS)
+    if n_downsamplings < 1:
+        raise ValueError(f"n_downsamplings: expected >= 1, got {n_downsamplings}")
+    if image_size is not None and image_size % (2**n_downsamplings):
+        raise ValueError(
+            f"image_size: expected a multiple of 2**n_downsamplings = "
+            f"{2**n_downsamplings}, got {image_size}"
+        )
+    inputs = _input(image_size, channels, "image")
+    x = inputs
+    skips = []
+    for i in range(n_downsamplings):
+        innermost = i == n_downsamplings - 1
+        layer_norm = "none" if i == 0 or innermost else norm
+        x = _conv_norm_act(x, filters * min(2**i, 8), 4, 2, norm=layer_norm,
+                           affine=norm_affine, act="lrelu", name=f"down{i + 1}")
+        skips.append(x)
+    # Bottleneck: (batch, H / 2**n, W / 2**n, 8f)
+    for j, i in enumerate(reversed(range(n_downsamplings - 1))):
+        x = layers.Conv2DTranspose(filters * min(2**i, 8), 4, strides=2, padding="same",
+                                   kernel_initializer=_init(), name=f"up{j + 1}_convT")(x)
+        norm_layer = _norm(norm, f"up{j + 1}_norm", norm_affine)
+        if norm_layer is not None:
+            x = norm_layer(x)
+        if dropout and j < 3:
+            x = layers.Dropout(dropout, name=f"up{j + 1}_dropout")(x)
+        x = layers.ReLU(name=f"up{j + 1}_relu")(x)
+        x = layers.Concatenate(name=f"up{j + 1}_skip")([x, skips[i]])
+    x = layers.Conv2DTranspose(channels, 4, strides=2, padding="same",
+                               kernel_initializer=_init(), name="head_convT")(x)
+    outputs = layers.Activation("tanh", dtype="float32", name="tanh")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def patchgan_discriminator(
+    *,
+    image_size: int | None = 256,
+    channels: int = 1,
+    filters: int = 64,
+    n_layers: int = 3,
+    norm: str = "instance",
+    norm_affine: bool = False,
+    name: str = "patchgan_discriminator",
+) -> keras.Model:
+    """PatchGAN discriminator (70×70 receptive field for ``n_layers=3``).
+
+    4×4 convolutions with one pixel of zero padding: ``n_layers`` stride-2
+    layers, one stride-1 layer, and a stride-1 layer to one channel of
+    unbounded scores (use with LSGAN or BCE-from-logits losses).
+
+    Args:
+        image_size: Height and width, or ``None``.
+        channels: Input channels.
+        filters: Filters of the first layer.
+        n_layers: Stride-2 layers (3 gives the 70×70 PatchGAN; 256 px input
+            gives a 30×30 score map).
+        norm: ``"instance"``, ``"batch"`` or ``"none"``.
+        norm_affine: Learn scale and offset in instance normalisation.
+        name: Model name.
+
+    Returns:
+        ``keras.Model`` mapping (batch, H, W, channels) to (batch, h, w, 1).
+    """
+    check_choice("norm", norm, NORMS)
+    if n_layers < 1:
+        raise ValueError(f"n_layers: expected >= 1, got {n_layers}")
+
+    def conv(x, f, stride, layer_name, layer_norm, act="lrelu", dtype=None):
+        x = layers.ZeroPadding2D(1, name=f"{layer_name}_pad")(x)
+        if act is None:
+            return layers.Conv2D(f, 4, strides=stride, padding="valid", dtype=dtype,
+                                 kernel_initializer=_init(), name=f"{layer_name}_conv")(x)
+        return _conv_norm_act(x, f, 4, stride, norm=layer_norm, affine=norm_affine,
+                              act=act, name=layer_name, padding="valid")
+
+    inputs = _input(image_size, channels, "image")
+    x = conv(inputs, filters, 2, "layer1", "none")
+    for i in range(1, n_layers):
+        x = conv(x, filters * min(2**i, 8), 2, f"layer{i + 1}", norm)
+    x = conv(x, filters * min(2**n_layers, 8), 1, f"layer{n_layers + 1}", norm)
+    outputs = conv(x, 1, 1, "scores", "none", act=None, dtype="float32")
+    return keras.Model(inputs, outputs, name=name)
+
+
+def receptive_field(n_layers: int) -> int:
+    """Receptive field in pixels of ``patchgan_discriminator(n_layers=...)``."""
+    field = 1
+    # Walk back from the score map: two stride-1 4×4 convs, then n stride-2.
+    for stride in [1, 1] + [2] * n_layers:
+        field = (field - 1) * stride + 4
+    return field

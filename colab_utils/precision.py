@@ -1,0 +1,59 @@
+"""Mixed-precision policy: choose it from the hardware and apply it to Keras."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from .models import check_choice
+
+POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+def cpu_has_bf16() -> bool:
+    """True when the CPU advertises bfloat16 instructions (AVX-512 BF16 or AMX-BF16)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def auto_policy() -> str:
+    """``mixed_float16`` on GPUs with tensor cores (compute capability >= 7.0),
+    ``mixed_bfloat16`` on TPUs and bf16-capable CPUs, else ``float32``."""
+    if tf.config.list_logical_devices("TPU"):
+        return "mixed_bfloat16"
+    for gpu in tf.config.list_physical_devices("GPU"):
+        capability = tf.config.experimental.get_device_details(gpu).get("compute_capability")
+        if capability and capability >= (7, 0):
+            return "mixed_float16"
+        return "float32"
+    return "mixed_bfloat16" if cpu_has_bf16() else "float32"
+
+
+def resolve_policy(precision: str) -> str:
+    """Map a config value (``off``, ``auto`` or a policy name) to a Keras policy name."""
+    check_choice("precision", precision, ("off", "auto") + POLICIES)
+    if precision == "off":
+        return "float32"
+    if precision == "auto":
+        return auto_policy()
+    return precision
+
+
+def apply_policy(policy: str) -> str:
+    """Set Keras' global dtype policy; models built afterwards use it."""
+    check_choice("dtype policy", policy, POLICIES)
+    keras.mixed_precision.set_dtype_policy(policy)
+    return policy
+
+
+def make_optimizer(policy: str, learning_rate, beta_1: float, beta_2: float):
+    """Adam, wrapped in dynamic loss scaling under ``mixed_float16``."""
+    optimizer = keras.optimizers.Adam(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2)
+    if policy == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer

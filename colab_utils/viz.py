@@ -1,0 +1,103 @@
+"""Figures: per-epoch translation grids and loss curves.
+
+Figures are built with ``matplotlib.figure.Figure`` (no pyplot state), so they
+save the same way in a terminal, in CI and in a notebook.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from .data.slices import from_network, to_network
+
+
+def translate(generator, images: np.ndarray, batch_size: int = 8) -> np.ndarray:
+    """Run a generator on [0, 1] images (N, H, W, C); return [0, 1] float32."""
+    out = generator.predict(to_network(images.astype(np.float32)), batch_size=batch_size,
+                            verbose=0)
+    return np.clip(from_network(np.asarray(out, np.float32)), 0.0, 1.0)
+
+
+def translation_grid(gen_t1_to_t2, gen_t2_to_t1, t1: np.ndarray, t2: np.ndarray, *,
+                     paired: bool, title: str = "") -> Figure:
+    """Grid of rows ``input | translated | reconstructed [| ground truth]`` per slice.
+
+    For each slice there is a T1 row (T1 → synthetic T2 → reconstructed T1,
+    real T2 when paired) and a T2 row (the reverse).
+
+    Args:
+        gen_t1_to_t2, gen_t2_to_t1: The generators.
+        t1, t2: Slices (N, H, W, C) in [0, 1]; aligned if ``paired``.
+        paired: Add a ground-truth column.
+        title: Figure title (e.g. the epoch).
+    """
+    fake_t2 = translate(gen_t1_to_t2, t1)
+    rec_t1 = translate(gen_t2_to_t1, fake_t2)
+    fake_t1 = translate(gen_t2_to_t1, t2)
+    rec_t2 = translate(gen_t1_to_t2, fake_t1)
+    rows = []
+    for i in range(len(t1)):
+        rows.append((("T1 input", t1[i]), ("T1→T2", fake_t2[i]), ("T1→T2→T1", rec_t1[i]))
+                    + ((("real T2", t2[i]),) if paired else ()))
+        rows.append((("T2 input", t2[i]), ("T2→T1", fake_t1[i]), ("T2→T1→T2", rec_t2[i]))
+                    + ((("real T1", t1[i]),) if paired else ()))
+    n_cols = len(rows[0])
+    fig = Figure(figsize=(2.2 * n_cols, 2.2 * len(rows) + 0.4), dpi=100)
+    axes = fig.subplots(len(rows), n_cols, squeeze=False)
+    for r, row in enumerate(rows):
+        for c, (label, image) in enumerate(row):
+            ax = axes[r, c]
+            ax.imshow(image[..., 0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r < 2 or c == 0:
+                ax.set_title(label, fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def read_history(path) -> list[dict]:
+    """Rows of a ``history.csv`` with numeric values as floats."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _number(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value
+
+
+def loss_curves(history: list[dict]) -> Figure:
+    """Loss curves per epoch: generator terms, discriminator terms, validation."""
+    epochs = [row["epoch"] for row in history]
+    groups = {
+        "generator": [k for k in history[0] if k.startswith(("gen_", "adv_", "cycle_",
+                                                               "identity_", "supervised_"))],
+        "discriminator": [k for k in history[0] if k.startswith("disc_")],
+        "validation": [k for k in history[0] if k.startswith("val_")],
+    }
+    groups = {name: keys for name, keys in groups.items() if keys}
+    fig = Figure(figsize=(5 * len(groups), 3.6), dpi=100)
+    axes = fig.subplots(1, len(groups), squeeze=False)[0]
+    for ax, (name, keys) in zip(axes, groups.items()):
+        for key in keys:
+            values = [row.get(key) for row in history]
+            if all(isinstance(v, float) for v in values) and any(v != 0 for v in values):
+                ax.plot(epochs, values, marker="o", markersize=3, label=key)
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.set_yscale("log")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
