@@ -33,7 +33,8 @@ def _cmd_train(args) -> int:
     from .training import train
 
     config = _config_from_args(args)
-    result = train(config, args.run_dir, args.data, show_inline=False)
+    result = train(config, args.run_dir, args.data, show_inline=False,
+                   stop_at_step=args.stop_at_step)
     print(f"trained to step {result.global_step}/{result.total_steps}; "
           f"outputs written to {result.run_dir}")
     return 0
@@ -65,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--preset", choices=("paper", "smoke"), default="paper",
                        help="starting settings: the CycleGAN paper's or a tiny smoke test")
     train.add_argument("--config", help="JSON file of settings (e.g. a run's config.json)")
+    train.add_argument("--stop-at-step", type=int, default=None,
+                       help="stop with a checkpoint at this global step (resume later)")
     _add_config_flags(train)
     train.set_defaults(func=_cmd_train)
 

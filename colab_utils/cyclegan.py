@@ -207,8 +207,8 @@ class CycleGAN(keras.Model):
         self._apply(self.gen_optimizer, tape, out["gen_total"], self.generator_variables)
 
         step = self.global_step.value
-        pooled_t1 = self.pool_t1(tf.stop_gradient(out["fake_t1"]), step)
-        pooled_t2 = self.pool_t2(tf.stop_gradient(out["fake_t2"]), step)
+        pooled_t1 = self.pool_t1(tf.stop_gradient(out["fake_t1"]), step=step)
+        pooled_t2 = self.pool_t2(tf.stop_gradient(out["fake_t2"]), step=step)
         with tf.GradientTape() as tape:
             out["disc_t1"] = self.disc_adv_loss(self.disc_t1(real_t1, training=True),
                                                 self.disc_t1(pooled_t1, training=True))

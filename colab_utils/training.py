@@ -143,7 +143,7 @@ def load_generator(path) -> keras.Model:
 
 def train(config: TrainConfig, run_dir, data=None, *, train_data: SliceSet | None = None,
           val_data: SliceSet | None = None, show_inline: bool | str = "auto",
-          extra_callbacks=()) -> TrainResult:
+          stop_at_step: int | None = None, extra_callbacks=()) -> TrainResult:
     """Train (or resume) a CycleGAN / CycleGAN_s run in ``run_dir``.
 
     Args:
@@ -156,6 +156,10 @@ def train(config: TrainConfig, run_dir, data=None, *, train_data: SliceSet | Non
             ``val`` split of ``data`` if present, else the training split).
         show_inline: Display each epoch's grid in the notebook (``"auto"``:
             when running inside one).
+        stop_at_step: Stop (with a checkpoint) once this global step is
+            reached, e.g. to fit a Colab session; run again to continue. An
+            epoch cut short this way is reported (grid, history row) at the
+            stop and reported again, complete, when it finishes.
         extra_callbacks: More Keras callbacks.
 
     Returns:
@@ -216,16 +220,20 @@ def train(config: TrainConfig, run_dir, data=None, *, train_data: SliceSet | Non
     callbacks.extend(extra_callbacks)
     val_ds = eval_batches(val_data, config.batch_size) if config.validate else None
 
-    while step < total_steps:
+    limit = total_steps if stop_at_step is None else min(total_steps, stop_at_step)
+    while step < limit:
         epoch = step // spe
-        # A resumed partial epoch is fitted on its own; whole epochs in one call.
-        end = (epoch + 1) * spe if step % spe else total_steps
+        if step % spe == 0 and limit - step >= spe:
+            end = step + (limit - step) // spe * spe  # whole epochs in one call
+        else:
+            end = min((epoch + 1) * spe, limit)  # a partial epoch on its own
         dataset = training_dataset(
             train_data, batch_size=config.batch_size, steps_per_epoch=spe, seed=config.seed,
             start_step=step, end_step=end, paired=paired, augmentation=config.augment,
             jitter_size=config.jitter_size if config.augment else None)
-        model.fit(dataset, initial_epoch=epoch, epochs=-(-end // spe),
-                  steps_per_epoch=spe - step % spe if step % spe else spe,
+        whole = step % spe == 0 and (end - step) % spe == 0
+        model.fit(dataset, initial_epoch=epoch, epochs=end // spe if whole else epoch + 1,
+                  steps_per_epoch=spe if whole else end - step,
                   validation_data=val_ds, callbacks=callbacks, verbose=config.verbose,
                   shuffle=False)
         step = int(model.global_step.numpy())

@@ -75,34 +75,42 @@ def _as_stack(array: np.ndarray, source: str, channels: int | None) -> np.ndarra
     return np.clip(array, 0.0, 1.0)
 
 
-def _read_array(path: Path) -> np.ndarray:
+def _open_npz(path: Path):
+    """``np.load`` of an ``.npz`` archive, with any failure reported as a ``ValueError``."""
     try:
-        if path.suffix == ".npy":
+        data = np.load(path, allow_pickle=False)
+    except Exception as err:  # numpy raises OSError, ValueError, zipfile errors, ...
+        raise ValueError(f"{path}: not a readable .npz file ({err})") from err
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path}: expected an .npz archive of named arrays, got a single array")
+    return data
+
+
+def _read_array(path: Path) -> np.ndarray:
+    if path.suffix == ".npy":
+        try:
             return np.load(path, allow_pickle=False)
-        with np.load(path, allow_pickle=False) as data:
-            if len(data.files) != 1:
-                raise ValueError(f"{path}: expected one array in the .npz, got {data.files}")
-            return data[data.files[0]]
-    except ValueError:
-        raise
-    except Exception as err:
-        raise ValueError(f"{path}: not a readable .npy/.npz array ({err})") from err
+        except Exception as err:
+            raise ValueError(f"{path}: not a readable .npy array ({err})") from err
+    with _open_npz(path) as data:
+        if len(data.files) != 1:
+            raise ValueError(f"{path}: expected one array in the .npz, got {data.files}")
+        return data[data.files[0]]
 
 
 def _load_npz_split(path: Path, channels) -> SliceSet:
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = {"t1", "t2"} - set(data.files)
-            if missing:
-                raise ValueError(f"{path}: expected arrays 't1' and 't2', missing "
-                                 f"{sorted(missing)} (has {data.files})")
-            t1 = _as_stack(data["t1"], f"{path}[t1]", channels)
-            t2 = _as_stack(data["t2"], f"{path}[t2]", channels)
+    with _open_npz(path) as data:
+        missing = {"t1", "t2"} - set(data.files)
+        if missing:
+            raise ValueError(f"{path}: expected arrays 't1' and 't2', missing "
+                             f"{sorted(missing)} (has {data.files})")
+        try:
+            t1, t2 = data["t1"], data["t2"]
             paired = bool(data["paired"]) if "paired" in data.files else False
-    except ValueError:
-        raise
-    except Exception as err:
-        raise ValueError(f"{path}: not a readable .npz file ({err})") from err
+        except Exception as err:  # a damaged member inside a valid archive
+            raise ValueError(f"{path}: damaged array inside the .npz ({err})") from err
+    t1 = _as_stack(t1, f"{path}[t1]", channels)
+    t2 = _as_stack(t2, f"{path}[t2]", channels)
     return _checked(SliceSet(t1, t2, paired, str(path)))
 
 

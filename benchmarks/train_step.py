@@ -1,0 +1,118 @@
+"""CycleGAN train-step throughput at 256×256, batch 1, ResNet-9, float32 vs mixed precision.
+
+Prints one JSON line. Each precision runs in its own process (the dtype policy
+and thread pools are process-wide). With --torch-python, the PyTorch reference
+(../shared/bench/torch_reference_step.py) runs in the same sitting for a ratio.
+
+    python benchmarks/train_step.py [--size 256] [--steps 5] [--torch-python PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def measure(precision: str, size: int, steps: int, warmup: int) -> dict:
+    """Time `steps` train steps after `warmup` (in this process)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.path.insert(0, str(ROOT))
+    import numpy as np
+    import tensorflow as tf
+    import keras
+
+    from colab_utils.config import TrainConfig
+    from colab_utils.precision import resolve_policy
+    from colab_utils.training import build_cyclegan
+
+    config = TrainConfig(image_size=size, precision=precision, batch_size=1)
+    policy = resolve_policy(precision)
+    keras.utils.set_random_seed(0)
+    model = build_cyclegan(config, steps_per_epoch=1000, policy=policy)
+    rng = np.random.default_rng(0)
+    batch = tuple(rng.uniform(-1, 1, (1, size, size, 1)).astype("float32") for _ in range(2))
+    dataset = tf.data.Dataset.from_tensors(batch).repeat()
+
+    class Timer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.ends = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            # Reading a loss forces the step to finish before the clock is read.
+            float(logs["gen_total"])
+            self.ends.append(time.perf_counter())
+
+    timer = Timer()
+    model.fit(dataset, epochs=1, steps_per_epoch=warmup + steps, callbacks=[timer], verbose=0)
+    per_step = (timer.ends[-1] - timer.ends[warmup - 1]) / steps
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"policy": policy, "s_per_step": per_step, "peak_rss_mb": round(peak_mb, 1)}
+
+
+def run_child(precision: str, args) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", precision, "--size", str(args.size),
+         "--steps", str(args.steps), "--warmup", str(args.warmup)],
+        capture_output=True, text=True, check=False)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if out.returncode or not lines:
+        raise RuntimeError(f"benchmark child ({precision}) failed:\n{out.stderr[-3000:]}")
+    return json.loads(lines[-1])
+
+
+def run_torch(python: str, size: int) -> float:
+    script = ROOT.parent / "shared" / "bench" / "torch_reference_step.py"
+    out = subprocess.run([python, str(script), str(size)], capture_output=True, text=True,
+                         check=True)
+    match = re.search(r"([0-9.]+) s/step", out.stdout)
+    if not match:
+        raise RuntimeError(f"unexpected output of {script}: {out.stdout!r}")
+    return float(match.group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--mixed", default="auto",
+                        help="mixed policy to compare (auto: mixed_bfloat16 on bf16 CPUs, "
+                             "mixed_float16 on tensor-core GPUs)")
+    parser.add_argument("--torch-python", help="python of a venv with torch, to run the "
+                        "PyTorch reference in the same sitting")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(measure(args.child, args.size, args.steps, args.warmup)))
+        return
+    fp32 = run_child("float32", args)
+    mixed = run_child(args.mixed, args)
+    result = {
+        "benchmark": "train_step", "size": args.size, "batch": 1, "generator": "resnet_9blocks",
+        "fp32_s_per_step": round(fp32["s_per_step"], 3),
+        "mixed_s_per_step": round(mixed["s_per_step"], 3),
+        "mixed_policy": mixed["policy"],
+        "mixed_speedup": round(fp32["s_per_step"] / mixed["s_per_step"], 2),
+        "fp32_img_per_s": round(1 / fp32["s_per_step"], 3),
+        "mixed_img_per_s": round(1 / mixed["s_per_step"], 3),
+        "fp32_peak_rss_mb": fp32["peak_rss_mb"], "mixed_peak_rss_mb": mixed["peak_rss_mb"],
+    }
+    if args.torch_python:
+        torch_s = run_torch(args.torch_python, args.size)
+        result["torch_fp32_s_per_step"] = round(torch_s, 3)
+        result["fp32_vs_torch"] = round(torch_s / fp32["s_per_step"], 2)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_policy():
+    """Every test starts seeded and in float32, and leaves the global policy as it found it."""
+    keras.utils.set_random_seed(1234)
+    keras.mixed_precision.set_dtype_policy("float32")
+    yield
+    keras.mixed_precision.set_dtype_policy("float32")
+
+
+@pytest.fixture
+def toy_data(tmp_path):
+    """A small paired toy dataset directory (train/val/test .npz at 32 px)."""
+    from colab_utils.data.toy import write_toy_dataset
+
+    return write_toy_dataset(tmp_path / "toy", n_train=16, n_val=4, n_test=4, size=32, seed=3)
+
+
+def rng(seed=0):
+    return np.random.default_rng(seed)

@@ -1,0 +1,40 @@
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", "colab_utils", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True)
+
+
+def test_help_lists_commands_and_settings():
+    out = _run("train", "--help")
+    assert out.returncode == 0
+    assert "--lambda-cycle" in out.stdout and "--run-dir" in out.stdout
+    assert "--stop-at-step" in out.stdout
+
+
+def test_bad_input_exits_non_zero_with_one_line_reason(tmp_path):
+    out = _run("train", "--data", tmp_path / "missing", "--run-dir", tmp_path / "run",
+               "--preset", "smoke")
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1].startswith("error: data directory not found")
+    out = _run("train", "--data", tmp_path, "--run-dir", tmp_path / "run", "--preset", "smoke",
+               "--lr", "-3")
+    assert out.returncode == 2
+    assert "'lr': expected > 0, got -3.0" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_toy_then_smoke_training_end_to_end(tmp_path):
+    assert _run("toy", "--out", tmp_path / "toy", "--train", 8, "--val", 2, "--test", 2
+                ).returncode == 0
+    out = _run("train", "--data", tmp_path / "toy", "--run-dir", tmp_path / "run",
+               "--preset", "smoke", "--max-steps-per-epoch", 2)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"outputs written to {tmp_path / 'run'}" in out.stdout
+    assert (tmp_path / "run" / "grids" / "epoch_002.png").is_file()
+    assert (tmp_path / "run" / "export" / "gen_t2_to_t1.keras").is_file()

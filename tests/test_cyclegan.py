@@ -1,0 +1,110 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from colab_utils.config import TrainConfig
+from colab_utils.cyclegan import LOSS_KEYS, ImagePool
+from colab_utils.data.batches import eval_batches
+from colab_utils.data.slices import SliceSet
+from colab_utils.data.toy import toy_slices
+from colab_utils.training import build_cyclegan
+from colab_utils.viz import translate
+
+
+def _batch(seed, n=2, size=32):
+    r = np.random.default_rng(seed)
+    return tuple(tf.constant(r.uniform(-1, 1, (n, size, size, 1)), tf.float32) for _ in range(2))
+
+
+def test_train_step_returns_finite_named_losses():
+    model = build_cyclegan(TrainConfig.smoke(), steps_per_epoch=10)
+    logs = model.train_step(_batch(0))
+    assert set(logs) == set(LOSS_KEYS)
+    values = {k: float(v) for k, v in logs.items()}
+    assert all(np.isfinite(v) for v in values.values())
+    assert values["cycle_t1"] > 0 and values["disc_t2"] > 0
+    assert values["supervised_t1_to_t2"] == 0.0  # plain CycleGAN has no supervised term
+    expected_total = (values["adv_t1_to_t2"] + values["adv_t2_to_t1"]
+                      + 10 * (values["cycle_t1"] + values["cycle_t2"])
+                      + 5 * (values["identity_t1"] + values["identity_t2"]))
+    assert values["gen_total"] == pytest.approx(expected_total, rel=1e-5)
+    assert int(model.global_step.numpy()) == 1
+
+
+def test_cyclegan_s_adds_the_supervised_term():
+    model = build_cyclegan(TrainConfig.smoke(model="cyclegan_s", lambda_supervised=10.0), 10)
+    logs = {k: float(v) for k, v in model.train_step(_batch(1)).items()}
+    assert logs["supervised_t1_to_t2"] > 0 and logs["supervised_t2_to_t1"] > 0
+
+
+def test_train_step_updates_generators_and_discriminators():
+    model = build_cyclegan(TrainConfig.smoke(), steps_per_epoch=10)
+    before = [v.numpy().copy() for v in (model.gen_t1_to_t2.trainable_variables[0],
+                                         model.disc_t2.trainable_variables[0])]
+    model.train_step(_batch(2))
+    after = [model.gen_t1_to_t2.trainable_variables[0].numpy(),
+             model.disc_t2.trainable_variables[0].numpy()]
+    assert all(np.abs(a - b).max() > 0 for a, b in zip(before, after))
+
+
+def test_test_step_reports_translation_error_without_updating():
+    model = build_cyclegan(TrainConfig.smoke(), steps_per_epoch=10)
+    weights = model.gen_t1_to_t2.trainable_variables[0].numpy().copy()
+    logs = model.test_step(_batch(3))
+    assert float(logs["supervised_t1_to_t2"]) > 0
+    np.testing.assert_array_equal(weights, model.gen_t1_to_t2.trainable_variables[0].numpy())
+    assert int(model.global_step.numpy()) == 0
+
+
+def test_image_pool_fills_then_swaps_half_of_the_time():
+    pool = ImagePool(4, (2, 2, 1), seed=5)
+    images = lambda start, n: tf.reshape(  # noqa: E731
+        tf.range(start, start + n, dtype=tf.float32), (n, 1, 1, 1)) * tf.ones((n, 2, 2, 1))
+    # Filling: the first 4 images are stored and returned unchanged.
+    np.testing.assert_array_equal(pool(images(0, 4), step=0).numpy(), images(0, 4).numpy())
+    assert int(pool.count.numpy()) == 4
+    assert sorted(pool.images.numpy()[:, 0, 0, 0]) == [0, 1, 2, 3]
+    # Full: returned images are either the new one or a previously stored one.
+    returned = []
+    for step in range(1, 101):
+        out = pool(images(100 + step, 1), step=step).numpy()[0, 0, 0, 0]
+        returned.append(out)
+    new_values = np.arange(101, 201)
+    from_pool = np.asarray(returned) != new_values
+    assert 0.35 < from_pool.mean() < 0.65
+    # What comes from the pool was put there earlier (an older image).
+    assert all(r < v for r, v in zip(np.asarray(returned)[from_pool], new_values[from_pool]))
+    assert int(pool.count.numpy()) == 4
+
+
+def test_image_pool_is_a_function_of_its_state_and_the_step():
+    a, b = ImagePool(3, (1, 1, 1), seed=1), ImagePool(3, (1, 1, 1), seed=1)
+    x = tf.reshape(tf.range(8, dtype=tf.float32), (8, 1, 1, 1))
+    np.testing.assert_array_equal(a(x, step=7).numpy(), b(x, step=7).numpy())
+    np.testing.assert_array_equal(a.images.numpy(), b.images.numpy())
+    assert ImagePool(0, (1, 1, 1))(x, step=0) is x
+
+
+def test_cyclegan_learns_a_known_translation():
+    """T2 = inverted T1 of smooth blobs: the translation error must fall well below
+    the untrained model's, without ever seeing a pair (unpaired batches)."""
+    config = TrainConfig.smoke(gen_filters=16, n_res_blocks=2, disc_filters=16, batch_size=4,
+                               lambda_identity=0.0, lr=1e-3, pool_size=10, augment=False)
+    t1, t2, mask = toy_slices(64, 32, seed=0)
+    v1, v2, vmask = toy_slices(16, 32, seed=1)
+    train = SliceSet(t1[..., None], t2[..., None], paired=True, source="toy")
+    model = build_cyclegan(config, steps_per_epoch=16)
+
+    def error():
+        return float(np.abs(translate(model.gen_t1_to_t2, v1[..., None])[..., 0] - v2).mean())
+
+    untrained = error()
+    from colab_utils.data.batches import training_dataset
+
+    data = training_dataset(train, batch_size=4, steps_per_epoch=16, seed=0, start_step=0,
+                            end_step=240, paired=False, augmentation=False)
+    model.fit(data, epochs=1, steps_per_epoch=240, verbose=0)
+    trained = error()
+    assert trained < 0.35 * untrained, (untrained, trained)
+    assert trained < 0.1

@@ -1,0 +1,133 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from colab_utils.checkpoints import CheckpointManager, CheckpointWarning
+from colab_utils.config import TrainConfig
+from colab_utils.data.toy import toy_slices
+from colab_utils.training import load_generator, train
+from colab_utils.viz import read_history, translate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args, check=True):
+    out = subprocess.run([sys.executable, "-m", "colab_utils", *map(str, args)], cwd=ROOT,
+                         capture_output=True, text=True)
+    if check and out.returncode:
+        raise AssertionError(f"exit {out.returncode}\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
+    return out
+
+
+def _final_state(run_dir):
+    manager = CheckpointManager(Path(run_dir) / "checkpoints")
+    step, arrays, meta = manager.latest()
+    return step, arrays
+
+
+def test_run_directory_has_every_output(tmp_path, toy_data):
+    run = tmp_path / "run"
+    config = TrainConfig.smoke(max_steps_per_epoch=3, grid_slices=2)
+    result = train(config, run, toy_data, show_inline=False)
+    assert result.global_step == result.total_steps == 6
+    assert TrainConfig.load(run / "config.json") == config
+    assert sorted(p.name for p in (run / "grids").iterdir()) == ["epoch_001.png", "epoch_002.png"]
+    history = read_history(run / "history.csv")
+    assert [row["epoch"] for row in history] == [1, 2]
+    assert [row["step"] for row in history] == [3, 6]
+    assert all(np.isfinite(row["gen_total"]) and row["val_supervised_t1_to_t2"] > 0
+               for row in history)
+    assert history[0]["lr"] == pytest.approx(2e-4) and history[1]["lr"] == 0.0
+    assert (run / "loss_curves.png").stat().st_size > 1000
+    assert any((run / "tensorboard").iterdir())
+    assert CheckpointManager(run / "checkpoints").steps() == [3, 6]
+    # The exported generator computes what the trained one does.
+    exported = load_generator(run / "export" / "gen_t1_to_t2.keras")
+    t1, _, _ = toy_slices(2, 32, seed=9)
+    x = t1[..., None]
+    np.testing.assert_allclose(translate(exported, x), translate(exported, x))
+    assert exported.name == "gen_t1_to_t2"
+
+
+def test_resume_equals_uninterrupted_run_across_processes(tmp_path, toy_data):
+    """8 steps in one process == 3 steps, a new process, and 5 more (mid-epoch resume)."""
+    common = ["--data", toy_data, "--preset", "smoke", "--max-steps-per-epoch", 4,
+              "--deterministic", "true", "--grid-slices", 1, "--validate", "false"]
+    _cli("train", "--run-dir", tmp_path / "straight", *common)
+    _cli("train", "--run-dir", tmp_path / "resumed", "--stop-at-step", 3, *common)
+    assert CheckpointManager(tmp_path / "resumed" / "checkpoints").steps() == [3]
+    out = _cli("train", "--run-dir", tmp_path / "resumed", *common)
+    assert "resuming at step 3 of 8" in out.stdout
+    step_a, a = _final_state(tmp_path / "straight")
+    step_b, b = _final_state(tmp_path / "resumed")
+    assert step_a == step_b == 8
+    assert a.keys() == b.keys()
+    for key in a:  # weights, optimizer moments and counters, image pools, step
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    assert any("pool" in name for name in json.loads(
+        (tmp_path / "resumed" / "checkpoints" / "ckpt-000000008.json").read_text()
+    )["meta"]["variables"]["model"])
+
+
+def test_corrupt_latest_checkpoint_resumes_from_previous(tmp_path, toy_data):
+    run = tmp_path / "run"
+    config = TrainConfig.smoke(max_steps_per_epoch=2, validate=False, grid_slices=0)
+    train(config, run, toy_data, show_inline=False)
+    latest = run / "checkpoints" / "ckpt-000000004.npz"
+    data = bytearray(latest.read_bytes())
+    data[-200] ^= 0xFF
+    latest.write_bytes(bytes(data))
+    longer = TrainConfig.smoke(max_steps_per_epoch=2, validate=False, grid_slices=0, epochs=2)
+    with pytest.warns(CheckpointWarning, match="SHA-256 mismatch"):
+        result = train(longer, run, toy_data, show_inline=False)
+    assert result.resumed_from == 2 and result.global_step == 6
+
+
+def test_finished_run_is_not_redone(tmp_path, toy_data):
+    run = tmp_path / "run"
+    config = TrainConfig.smoke(max_steps_per_epoch=2, validate=False, grid_slices=0)
+    train(config, run, toy_data, show_inline=False)
+    before = (run / "checkpoints" / "ckpt-000000004.npz").stat().st_mtime_ns
+    result = train(config, run, toy_data, show_inline=False)
+    assert result.resumed_from == 4 and result.global_step == 4
+    assert (run / "checkpoints" / "ckpt-000000004.npz").stat().st_mtime_ns == before
+
+
+def test_other_settings_in_the_same_run_directory_are_refused(tmp_path, toy_data):
+    run = tmp_path / "run"
+    train(TrainConfig.smoke(max_steps_per_epoch=1, validate=False, grid_slices=0), run,
+          toy_data, show_inline=False)
+    with pytest.raises(ValueError, match=r"config.json: .*lambda_cycle: 10.0 -> 3.0"):
+        train(TrainConfig.smoke(max_steps_per_epoch=1, lambda_cycle=3.0), run, toy_data)
+
+
+def test_wrong_slice_size_is_a_clear_error(tmp_path, toy_data):
+    with pytest.raises(ValueError, match=r"train.npz: expected 64×64 slices .* got 32×32"):
+        train(TrainConfig.smoke(image_size=64, jitter_size=72), tmp_path / "run", toy_data)
+
+
+def test_mixed_bfloat16_training_runs_with_float32_outputs(tmp_path, toy_data):
+    result = train(TrainConfig.smoke(precision="mixed_bfloat16", max_steps_per_epoch=2,
+                                     validate=False, grid_slices=1), tmp_path / "run", toy_data,
+                   show_inline=False)
+    assert result.policy == "mixed_bfloat16"
+    history = read_history(tmp_path / "run" / "history.csv")
+    assert all(np.isfinite(row["gen_total"]) for row in history)
+    gen = load_generator(tmp_path / "run" / "export" / "gen_t1_to_t2.keras")
+    assert gen.get_layer("stem_conv").compute_dtype == "bfloat16"
+    assert gen(np.zeros((1, 32, 32, 1), "float32")).dtype == "float32"
+
+
+def test_mixed_float16_uses_loss_scaling(toy_data):
+    import keras
+
+    from colab_utils.training import build_cyclegan
+
+    model = build_cyclegan(TrainConfig.smoke(precision="mixed_float16"), 4, "mixed_float16")
+    assert isinstance(model.gen_optimizer, keras.optimizers.LossScaleOptimizer)
+    assert isinstance(model.disc_optimizer, keras.optimizers.LossScaleOptimizer)
+    assert model.gen_t1_to_t2.get_layer("stem_conv").compute_dtype == "float16"
