@@ -4,7 +4,9 @@ Prints one JSON line. Each precision runs in its own process (the dtype policy
 and thread pools are process-wide). With --torch-python, the PyTorch reference
 (../shared/bench/torch_reference_step.py) runs in the same sitting for a ratio.
 
-    python benchmarks/train_step.py [--size 256] [--steps 5] [--torch-python PATH]
+    python benchmarks/train_step.py [--size 256] [--steps 5] [--rounds 3] [--torch-python PATH]
+
+fp32_vs_torch > 1 means the Keras float32 step is faster than PyTorch's.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import os
 import re
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -34,7 +37,8 @@ def measure(precision: str, size: int, steps: int, warmup: int) -> dict:
     from colab_utils.precision import resolve_policy
     from colab_utils.training import build_cyclegan
 
-    config = TrainConfig(image_size=size, precision=precision, batch_size=1)
+    config = TrainConfig(image_size=size, precision=precision, batch_size=1,
+                         jit_compile=os.environ.get("BENCH_JIT") == "1")
     policy = resolve_policy(precision)
     keras.utils.set_random_seed(0)
     model = build_cyclegan(config, steps_per_epoch=1000, policy=policy)
@@ -53,7 +57,8 @@ def measure(precision: str, size: int, steps: int, warmup: int) -> dict:
             self.ends.append(time.perf_counter())
 
     timer = Timer()
-    model.fit(dataset, epochs=1, steps_per_epoch=warmup + steps, callbacks=[timer], verbose=0)
+    model.fit(dataset, epochs=1, steps_per_epoch=warmup + steps, callbacks=[timer], verbose=0,
+              shuffle=False)
     per_step = (timer.ends[-1] - timer.ends[warmup - 1]) / steps
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"policy": policy, "s_per_step": per_step, "peak_rss_mb": round(peak_mb, 1)}
@@ -85,6 +90,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat the comparison, alternating implementations; medians")
     parser.add_argument("--mixed", default="auto",
                         help="mixed policy to compare (auto: mixed_bfloat16 on bf16 CPUs, "
                              "mixed_float16 on tensor-core GPUs)")
@@ -95,22 +102,34 @@ def main() -> None:
     if args.child:
         print(json.dumps(measure(args.child, args.size, args.steps, args.warmup)))
         return
-    fp32 = run_child("float32", args)
-    mixed = run_child(args.mixed, args)
+    # Rounds alternate the implementations so that drifts in machine speed
+    # (these machines are noisy) hit all of them alike; medians are reported.
+    runs = {"fp32": [], "mixed": [], "torch": []}
+    for _ in range(args.rounds):
+        runs["fp32"].append(run_child("float32", args))
+        runs["mixed"].append(run_child(args.mixed, args))
+        if args.torch_python:
+            runs["torch"].append(run_torch(args.torch_python, args.size))
+    fp32_s = statistics.median(r["s_per_step"] for r in runs["fp32"])
+    mixed_s = statistics.median(r["s_per_step"] for r in runs["mixed"])
     result = {
         "benchmark": "train_step", "size": args.size, "batch": 1, "generator": "resnet_9blocks",
-        "fp32_s_per_step": round(fp32["s_per_step"], 3),
-        "mixed_s_per_step": round(mixed["s_per_step"], 3),
-        "mixed_policy": mixed["policy"],
-        "mixed_speedup": round(fp32["s_per_step"] / mixed["s_per_step"], 2),
-        "fp32_img_per_s": round(1 / fp32["s_per_step"], 3),
-        "mixed_img_per_s": round(1 / mixed["s_per_step"], 3),
-        "fp32_peak_rss_mb": fp32["peak_rss_mb"], "mixed_peak_rss_mb": mixed["peak_rss_mb"],
+        "rounds": args.rounds,
+        "fp32_s_per_step": round(fp32_s, 3),
+        "mixed_s_per_step": round(mixed_s, 3),
+        "mixed_policy": runs["mixed"][0]["policy"],
+        "mixed_speedup": round(fp32_s / mixed_s, 2),
+        "fp32_img_per_s": round(1 / fp32_s, 3),
+        "mixed_img_per_s": round(1 / mixed_s, 3),
+        "fp32_peak_rss_mb": max(r["peak_rss_mb"] for r in runs["fp32"]),
+        "mixed_peak_rss_mb": max(r["peak_rss_mb"] for r in runs["mixed"]),
+        "fp32_all_s": [round(r["s_per_step"], 3) for r in runs["fp32"]],
     }
-    if args.torch_python:
-        torch_s = run_torch(args.torch_python, args.size)
+    if runs["torch"]:
+        torch_s = statistics.median(runs["torch"])
         result["torch_fp32_s_per_step"] = round(torch_s, 3)
-        result["fp32_vs_torch"] = round(torch_s / fp32["s_per_step"], 2)
+        result["torch_all_s"] = [round(t, 3) for t in runs["torch"]]
+        result["fp32_vs_torch"] = round(torch_s / fp32_s, 2)
     print(json.dumps(result))
 
 

@@ -31,7 +31,8 @@ def _final_state(run_dir):
 
 def test_run_directory_has_every_output(tmp_path, toy_data):
     run = tmp_path / "run"
-    config = TrainConfig.smoke(max_steps_per_epoch=3, grid_slices=2)
+    config = TrainConfig.smoke(max_steps_per_epoch=3, grid_slices=2, checkpoint_every_steps=2,
+                               keep_checkpoints=3)
     result = train(config, run, toy_data, show_inline=False)
     assert result.global_step == result.total_steps == 6
     assert TrainConfig.load(run / "config.json") == config
@@ -44,7 +45,8 @@ def test_run_directory_has_every_output(tmp_path, toy_data):
     assert history[0]["lr"] == pytest.approx(2e-4) and history[1]["lr"] == 0.0
     assert (run / "loss_curves.png").stat().st_size > 1000
     assert any((run / "tensorboard").iterdir())
-    assert CheckpointManager(run / "checkpoints").steps() == [3, 6]
+    # Every 2 steps (2, 4, 6) and every epoch end (3, 6); the last 3 are kept.
+    assert CheckpointManager(run / "checkpoints").steps() == [3, 4, 6]
     # The exported generator computes what the trained one does.
     exported = load_generator(run / "export" / "gen_t1_to_t2.keras")
     t1, _, _ = toy_slices(2, 32, seed=9)
