@@ -49,6 +49,33 @@ def _cmd_toy(args) -> int:
     return 0
 
 
+def _cmd_phantom(args) -> int:
+    from .data.phantom import write_phantom
+
+    out = write_phantom(args.out, args.subjects, args.seed)
+    print(f"{args.subjects} phantom subjects (T1 + T2 NIfTI; a PHANTOM, not real data) "
+          f"written to {out}")
+    return 0
+
+
+def _cmd_preprocess(args) -> int:
+    from .data.nifti import FOLDER_PATTERN, IXI_PATTERN, find_pairs
+    from .data.preprocess import PreprocessConfig, preprocess
+
+    pattern = {"ixi": IXI_PATTERN, "folder": FOLDER_PATTERN}.get(args.pattern, args.pattern)
+    pairing = find_pairs(args.input, pattern)
+    print(f"[preprocess] {pairing.report()}")
+    pairs = dict(sorted(pairing.pairs.items())[: args.limit] if args.limit else pairing.pairs)
+    start, stop = (int(v) for v in args.slice_range.split(":"))
+    config = PreprocessConfig(slices=args.slices, seed_slice=args.seed_slice,
+                              slice_range=(start, stop), size=args.size,
+                              split_seed=args.split_seed, unpaired=args.unpaired,
+                              val_fraction=args.val_fraction, test_fraction=args.test_fraction)
+    store = preprocess(pairs, args.out, config, workers=args.workers)
+    print(f"slice store written to {store} (index.csv, train/ val/ test/ shards, qc/)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m colab_utils",
@@ -70,6 +97,36 @@ def build_parser() -> argparse.ArgumentParser:
                        help="stop with a checkpoint at this global step (resume later)")
     _add_config_flags(train)
     train.set_defaults(func=_cmd_train)
+
+    phantom = commands.add_parser(
+        "phantom", help="generate offline T1/T2 NIfTI phantoms from the MNI152 template")
+    phantom.add_argument("--out", required=True, help="output directory")
+    phantom.add_argument("--subjects", type=int, default=8)
+    phantom.add_argument("--seed", type=int, default=0)
+    phantom.set_defaults(func=_cmd_phantom)
+
+    prep = commands.add_parser(
+        "preprocess", help="pair, register to MNI152, normalise and slice into a slice store",
+        description="Re-running on the same --out skips subjects already done.")
+    prep.add_argument("--input", required=True, help="folder of T1/T2 NIfTI files")
+    prep.add_argument("--out", required=True, help="slice store directory")
+    prep.add_argument("--pattern", default="folder",
+                      help="'ixi', 'folder' (ID-T1.nii.gz / ID_t2.nii.gz ...) or a regular "
+                           "expression with named groups 'id' and 'modality'")
+    prep.add_argument("--slices", choices=("seed", "range", "brain"), default="seed",
+                      help="seed: the article's single axial slice; range; brain: every slice "
+                           "with enough brain")
+    prep.add_argument("--seed-slice", type=int, default=120)
+    prep.add_argument("--slice-range", default="40:150", metavar="START:STOP")
+    prep.add_argument("--size", type=int, default=256)
+    prep.add_argument("--val-fraction", type=float, default=0.15)
+    prep.add_argument("--test-fraction", type=float, default=0.15)
+    prep.add_argument("--split-seed", type=int, default=0)
+    prep.add_argument("--unpaired", action="store_true",
+                      help="train T1 and T2 slices from disjoint subjects")
+    prep.add_argument("--limit", type=int, default=0, help="only the first N subjects")
+    prep.add_argument("--workers", type=int, default=2)
+    prep.set_defaults(func=_cmd_preprocess)
 
     toy = commands.add_parser("toy", help="write a synthetic slice dataset with a known answer")
     toy.add_argument("--out", required=True, help="output directory")

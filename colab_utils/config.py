@@ -14,8 +14,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .models import NORMS, UPSAMPLINGS, check_choice
-from .losses import GAN_MODES
+from .validation import check_choice
+
+NORMS = ("instance", "batch", "none")
+UPSAMPLINGS = ("transpose", "resize_conv")
+GAN_MODES = ("lsgan", "bce")
 
 MODELS = ("cyclegan", "cyclegan_s")
 PRECISIONS = ("off", "auto", "float32", "mixed_float16", "mixed_bfloat16")

@@ -11,9 +11,9 @@ from typing import Callable
 
 from keras import ops
 
-from .models import check_choice
+from .validation import check_choice
 
-GAN_MODES = ("lsgan", "bce")
+from .config import GAN_MODES
 
 
 def _f32(x):

@@ -14,19 +14,11 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-NORMS = ("instance", "batch", "none")
-UPSAMPLINGS = ("transpose", "resize_conv")
+from .validation import check_choice
+
+from .config import NORMS, UPSAMPLINGS
 # Weights drawn from N(0, 0.02), as in the CycleGAN and pix2pix papers.
 _INIT_STDDEV = 0.02
-
-
-def check_choice(name: str, value: str, choices) -> str:
-    """Return ``value`` if it is one of ``choices``, else raise ``ValueError``."""
-    if value not in choices:
-        raise ValueError(
-            f"unknown {name} {value!r}; expected one of: {', '.join(map(repr, choices))}"
-        )
-    return value
 
 
 @keras.saving.register_keras_serializable(package="colab_utils")

@@ -7,7 +7,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from .models import check_choice
+from .validation import check_choice
 
 POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
 

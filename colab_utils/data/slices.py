@@ -26,12 +26,22 @@ _RANGE_TOLERANCE = 1e-3
 
 @dataclass
 class SliceSet:
-    """T1 and T2 slices of one split, (N, H, W, C) float32 in [0, 1]."""
+    """T1 and T2 slices of one split, (N, H, W, C) float32 in [0, 1].
+
+    From a slice store, ``t1_subjects``/``t2_subjects`` and ``t1_slices``/
+    ``t2_slices`` give each row's subject and axial slice index, and ``mask``
+    the brain mask of each T1 row.
+    """
 
     t1: np.ndarray
     t2: np.ndarray
     paired: bool
     source: str
+    t1_subjects: np.ndarray | None = None
+    t2_subjects: np.ndarray | None = None
+    t1_slices: np.ndarray | None = None
+    t2_slices: np.ndarray | None = None
+    mask: np.ndarray | None = None
 
     def __len__(self) -> int:
         return max(len(self.t1), len(self.t2))
@@ -163,6 +173,8 @@ def load_split(data_dir, split: str, *, channels: int | None = None,
         return None
     if not data_dir.is_dir():
         raise FileNotFoundError(f"data directory not found: {data_dir}")
+    if (data_dir / "index.csv").is_file():
+        return _load_store_split(data_dir, split, channels, required)
     if (data_dir / f"{split}.npz").is_file():
         return _load_npz_split(data_dir / f"{split}.npz", channels)
     if (data_dir / split).is_dir():
@@ -171,6 +183,51 @@ def load_split(data_dir, split: str, *, channels: int | None = None,
         raise FileNotFoundError(f"{data_dir}: expected {split}.npz or {split}/t1 and "
                                 f"{split}/t2 folders of slices, found neither")
     return None
+
+
+def _load_store_split(store: Path, split: str, channels, required: bool) -> SliceSet | None:
+    """One split of a slice store written by :mod:`colab_utils.data.preprocess`."""
+    import csv
+    import json
+
+    with open(store / "index.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == split]
+    if not rows:
+        if required:
+            raise FileNotFoundError(f"{store / 'index.csv'}: the store has no {split!r} slices")
+        return None
+    arrays = {"t1": [], "t2": []}
+    shards = sorted({int(r["shard"]) for r in rows})
+    for shard in shards:
+        path = store / split / f"shard-{shard:03d}.npz"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: shard listed in {store / 'index.csv'} is missing; "
+                                    "re-run preprocess on this store to rebuild it")
+        with _open_npz(path) as data:
+            for modality in arrays:
+                stack = data[modality]
+                if len(stack):
+                    arrays[modality].append(_as_stack(stack, f"{path}[{modality}]", channels))
+    info = {m: [r for r in rows if r["modality"] == m] for m in arrays}
+    t1, t2 = (np.concatenate(arrays[m]) for m in ("t1", "t2"))
+    for modality, stack in (("t1", t1), ("t2", t2)):
+        if len(stack) != len(info[modality]):
+            raise ValueError(f"{store / split}: index.csv lists {len(info[modality])} "
+                             f"{modality.upper()} slices, the shards hold {len(stack)}")
+    meta = json.loads((store / "preprocess.json").read_text())
+    paired = bool(meta.get("paired", {}).get(split, False))
+    mask = None
+    if (store / "template_mask.npz").is_file():
+        with _open_npz(store / "template_mask.npz") as data:
+            all_masks = data["mask"]
+        mask = all_masks[[int(r["slice"]) for r in info["t1"]]][..., None]
+    return _checked(SliceSet(
+        t1, t2, paired, f"{store}[{split}]",
+        t1_subjects=np.array([r["subject"] for r in info["t1"]]),
+        t2_subjects=np.array([r["subject"] for r in info["t2"]]),
+        t1_slices=np.array([int(r["slice"]) for r in info["t1"]]),
+        t2_slices=np.array([int(r["slice"]) for r in info["t2"]]),
+        mask=mask))
 
 
 def save_split(path, t1, t2, *, paired: bool) -> Path:
