@@ -19,6 +19,7 @@ uninterrupted run (bit for bit with ``deterministic=True`` on a CPU).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -177,10 +178,8 @@ def train(config: TrainConfig, run_dir, data=None, *, train_data: SliceSet | Non
         train_data = load_split(data, "train", channels=config.channels)
         if val_data is None:
             val_data = load_split(data, "val", channels=config.channels, required=False)
-    if train_data.image_shape[:2] != (config.image_size, config.image_size):
-        raise ValueError(f"{train_data.source}: expected {config.image_size}×{config.image_size} "
-                         f"slices (config image_size), got "
-                         f"{train_data.image_shape[0]}×{train_data.image_shape[1]}")
+    train_data = fit_to_size(train_data, config.image_size)
+    val_data = fit_to_size(val_data, config.image_size) if val_data is not None else None
     paired = config.model == "cyclegan_s"
     if paired and not train_data.paired:
         raise ValueError(f"{train_data.source}: model 'cyclegan_s' needs paired T1/T2 slices, "
@@ -248,6 +247,34 @@ def train(config: TrainConfig, run_dir, data=None, *, train_data: SliceSet | Non
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"[colab_utils] outputs in {run_dir} (grids/, history.csv, checkpoints/, export/)")
     return TrainResult(run_dir, step, total_steps, resumed_from, policy, exported)
+
+
+def fit_to_size(slices: SliceSet, size: int) -> SliceSet:
+    """Slices at ``size`` × ``size``: as they are, or shrunk by an integer factor
+    (area averaging), e.g. 256-px store slices for a 64-px smoke run.
+
+    Raises:
+        ValueError: The slices are smaller than ``size`` or not a multiple of it.
+    """
+    height, width = slices.image_shape[:2]
+    if (height, width) == (size, size):
+        return slices
+    if height != width or height % size:
+        raise ValueError(f"{slices.source}: expected {size}×{size} slices (config image_size) "
+                         f"or a multiple of it, got {height}×{width}")
+    factor = height // size
+
+    def shrink(x):
+        if x is None:
+            return None
+        n, _, _, c = x.shape
+        return x.reshape(n, size, factor, size, factor, c).mean(axis=(2, 4), dtype=np.float32)
+
+    print(f"[colab_utils] {slices.source}: {height}×{width} slices averaged down to "
+          f"{size}×{size} (config image_size)")
+    mask = shrink(slices.mask)
+    return dataclasses.replace(slices, t1=shrink(slices.t1), t2=shrink(slices.t2),
+                               mask=None if mask is None else mask > 0.5)
 
 
 def _restore(model: CycleGAN, manager: CheckpointManager, spe: int) -> int | None:

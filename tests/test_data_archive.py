@@ -24,20 +24,23 @@ def _write_tar(path, entries, mode="w"):
 
 
 def _bad_tar_cases(outside):
-    """(case id, members after a harmless first file, refused member name)."""
+    """(case id, members after a harmless first file, refused member name, reason)."""
     return [
-        ("dotdot", [dict(name="../outside.txt", data=b"x")], "../outside.txt"),
-        ("nested-dotdot", [dict(name="a/../../outside.txt", data=b"x")], "a/../../outside.txt"),
-        ("absolute", [dict(name=str(outside), data=b"x")], str(outside)),
+        ("dotdot", [dict(name="../outside.txt", data=b"x")], "../outside.txt", "'..' in path"),
+        ("nested-dotdot", [dict(name="a/../../outside.txt", data=b"x")], "a/../../outside.txt",
+         "'..' in path"),
+        ("absolute", [dict(name=str(outside), data=b"x")], str(outside), "absolute path"),
         ("symlink-out", [dict(name="link", kind=tarfile.SYMTYPE, linkname=".."),
-                         dict(name="link/outside.txt", data=b"x")], "link"),
-        ("symlink-abs", [dict(name="etc", kind=tarfile.SYMTYPE, linkname="/etc")], "etc"),
+                         dict(name="link/outside.txt", data=b"x")], "link", "symbolic link"),
+        ("symlink-abs", [dict(name="etc", kind=tarfile.SYMTYPE, linkname="/etc")], "etc",
+         "symbolic link"),
         ("hardlink-out", [dict(name="hard", kind=tarfile.LNKTYPE, linkname="../outside.txt")],
-         "hard"),
-        ("hardlink-abs", [dict(name="pw", kind=tarfile.LNKTYPE, linkname="/etc/passwd")], "pw"),
-        ("fifo", [dict(name="pipe", kind=tarfile.FIFOTYPE)], "pipe"),
-        ("chardev", [dict(name="null", kind=tarfile.CHRTYPE)], "null"),
-        ("blockdev", [dict(name="sda", kind=tarfile.BLKTYPE)], "sda"),
+         "hard", "hard link"),
+        ("hardlink-abs", [dict(name="pw", kind=tarfile.LNKTYPE, linkname="/etc/passwd")], "pw",
+         "hard link"),
+        ("fifo", [dict(name="pipe", kind=tarfile.FIFOTYPE)], "pipe", "FIFO"),
+        ("chardev", [dict(name="null", kind=tarfile.CHRTYPE)], "null", "device file"),
+        ("blockdev", [dict(name="sda", kind=tarfile.BLKTYPE)], "sda", "device file"),
     ]
 
 
@@ -50,13 +53,13 @@ def test_unsafe_tar_is_refused_and_writes_nothing(tmp_path, case, suffix, mode):
     work = tmp_path / "work"
     work.mkdir()
     outside = work / "outside.txt"
-    _, members, bad_name = next(c for c in _bad_tar_cases(outside) if c[0] == case)
+    _, members, bad_name, reason = next(c for c in _bad_tar_cases(outside) if c[0] == case)
     archive = _write_tar(work / f"evil{suffix}", [dict(name="good.txt", data=b"ok")] + members,
                          mode)
     dest = work / "dest"
     with pytest.raises(ValueError, match="refusing member") as info:
         safe_extract(archive, dest)
-    assert str(archive) in str(info.value) and repr(bad_name) in str(info.value)
+    assert f"{archive}: refusing member {bad_name!r}: {reason}" in str(info.value)
     assert sorted(p.name for p in work.iterdir()) == [archive.name]  # no dest, no outside.txt
     assert sorted(p.name for p in tmp_path.iterdir()) == ["work"]
 
@@ -71,28 +74,33 @@ def _write_zip(path, entries):
     return path
 
 
-@pytest.mark.parametrize("name,data,mode", [
-    ("../outside.txt", b"x", None),
-    ("/abs/outside.txt", b"x", None),
-    ("C:/outside.txt", b"x", None),
-    ("..\\outside.txt", b"x", None),
-    ("link", b"../outside.txt", stat.S_IFLNK | 0o777),
+@pytest.mark.parametrize("name,data,mode,reason", [
+    ("../outside.txt", b"x", None, "'..' in path"),
+    ("/abs/outside.txt", b"x", None, "absolute path"),
+    ("C:/outside.txt", b"x", None, "absolute path"),
+    ("..\\outside.txt", b"x", None, "'..' in path"),
+    ("link", b"../outside.txt", stat.S_IFLNK | 0o777, "symbolic link"),
+    ("pipe", b"", stat.S_IFIFO | 0o644, "special file"),
 ])
-def test_unsafe_zip_is_refused_and_writes_nothing(tmp_path, name, data, mode):
+def test_unsafe_zip_is_refused_and_writes_nothing(tmp_path, name, data, mode, reason):
     archive = _write_zip(tmp_path / "evil.zip", [("good.txt", b"ok", None), (name, data, mode)])
     with pytest.raises(ValueError, match="refusing member") as info:
         safe_extract(archive, tmp_path / "dest")
-    assert repr(name) in str(info.value)
+    assert f"refusing member {name!r}: {reason}" in str(info.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["evil.zip"]
 
 
-def test_symlink_already_in_dest_is_not_followed(tmp_path):
+@pytest.mark.parametrize("kind", ["tar", "zip"])
+def test_symlink_already_in_dest_is_not_followed(tmp_path, kind):
     dest, elsewhere = tmp_path / "dest", tmp_path / "elsewhere"
     dest.mkdir()
     elsewhere.mkdir()
     os.symlink(elsewhere, dest / "sub")
-    archive = _write_tar(tmp_path / "a.tar", [dict(name="sub/file.txt", data=b"x")])
-    with pytest.raises(ValueError, match="outside"):
+    if kind == "tar":
+        archive = _write_tar(tmp_path / "a.tar", [dict(name="sub/file.txt", data=b"x")])
+    else:
+        archive = _write_zip(tmp_path / "a.zip", [("sub/file.txt", b"x", None)])
+    with pytest.raises(ValueError, match="refusing member 'sub/file.txt': resolves to .* outside"):
         safe_extract(archive, dest)
     assert list(elsewhere.iterdir()) == []
 

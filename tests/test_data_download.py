@@ -46,6 +46,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._reply(416, b"", {"Content-Range": f"bytes */{len(data)}"})
         body = data if start is None else data[start:]
         status, extra = 200, {}
+        if start is not None and mode.get("bad_range"):  # claims a range but starts at zero
+            body, start = data, 0
         if start is not None:
             status, extra = 206, {"Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"}
         if n == 1 and "drop_after" in mode:
@@ -73,9 +75,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class FakeServer:
-    """A scripted HTTP server. ``mode`` keys: ``ignore_range``, ``drop_after`` (bytes sent
-    on the first request before the connection closes), ``fail_first`` (requests answered
-    500), ``stall_first``/``stall_seconds``, ``status`` (404 for everything)."""
+    """A scripted HTTP server. ``mode`` keys: ``ignore_range``, ``bad_range`` (206 from
+    byte 0 whatever was asked), ``drop_after`` (bytes sent on the first request before the
+    connection closes), ``fail_first`` (requests answered 500), ``stall_first`` and
+    ``stall_seconds``, ``status`` (404 for everything)."""
 
     def __init__(self):
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
@@ -127,6 +130,13 @@ def test_server_ignoring_range_restarts_from_zero(server, payload, tmp_path):
     assert [r for _, r in server.requests] == [None, "bytes=70000-"]
 
 
+def test_range_answered_from_the_wrong_byte_restarts(server, payload, tmp_path):
+    url = server.add("/f.bin", payload, drop_after=70_000, bad_range=True)
+    out = download(url, tmp_path / "f.bin", checksum=_md5(payload), **FAST)
+    assert out.read_bytes() == payload
+    assert [r for _, r in server.requests] == [None, "bytes=70000-", None]
+
+
 def test_complete_part_file_answered_416_is_verified_and_kept(server, payload, tmp_path):
     url = server.add("/f.bin", payload)
     (tmp_path / "f.bin.part").write_bytes(payload)
@@ -163,7 +173,7 @@ def test_wrong_size_is_rejected(server, payload, tmp_path):
 
 def test_server_error_then_success_is_retried(server, payload, tmp_path):
     url = server.add("/f.bin", payload, fail_first=2)
-    out = download(url, tmp_path / "f.bin", checksum=_md5(payload), **FAST)
+    out = download(url, tmp_path / "f.bin", checksum=_md5(payload), **{**FAST, "progress": True})
     assert out.read_bytes() == payload
     assert len(server.requests) == 3
 

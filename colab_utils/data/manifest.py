@@ -92,7 +92,7 @@ def parse_checksum(text) -> Checksum | None:
     if len(digest) != length:
         raise ValueError(f"checksum: expected {length} hex digits for {algorithm}, "
                          f"got {len(digest)} in {text!r}")
-    if False:
+    if set(digest) - set(string.hexdigits.lower()):
         raise ValueError(f"checksum: expected hex digits 0-9a-f, got {text!r}")
     return Checksum(algorithm, digest)
 
@@ -127,8 +127,9 @@ def _parse_row(row: dict[str, str]) -> Source:
         if bad:
             raise ValueError(f"urls: expected http:// or https:// URLs, got {bad[0]!r}")
     return Source(name=name, modality=row["modality"].strip(), urls=urls,
-                  checksum=parse_checksum(row["checksum"]), size_bytes=_parse_size(row["size_bytes"]),
-                  licence=row["licence"].strip(), access=access, notes=row["notes"].strip())
+                  checksum=parse_checksum(row["checksum"]),
+                  size_bytes=_parse_size(row["size_bytes"]), licence=row["licence"].strip(),
+                  access=access, notes=row["notes"].strip())
 
 
 def _records(path: Path):

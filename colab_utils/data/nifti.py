@@ -49,7 +49,7 @@ def load_volume(path) -> tuple[np.ndarray, np.ndarray]:
             raise ValueError(f"{path}: expected a 3-D volume, got shape {shape}")
         if any(d < 2 or d > MAX_DIM for d in image.shape):
             raise ValueError(f"{path}: expected 2..{MAX_DIM} voxels per axis, got {shape}")
-        zooms = image.header.get_zooms()[:3]
+        zooms = _stored_voxel_sizes(path, image)
         if any(not np.isfinite(z) or z <= 0 for z in zooms):
             raise ValueError(f"{path}: expected positive voxel sizes, got {tuple(map(float, zooms))}")
         image = nib.as_closest_canonical(image)
@@ -63,6 +63,15 @@ def load_volume(path) -> tuple[np.ndarray, np.ndarray]:
         bad = int(np.size(data) - np.isfinite(data).sum())
         raise ValueError(f"{path}: expected finite voxel values, got {bad} NaN/Inf voxels")
     return data, image.affine.astype(np.float64)
+
+
+def _stored_voxel_sizes(path: Path, image) -> tuple:
+    """Voxel sizes as the file states them (nibabel silently turns a 0 into 1)."""
+    if image.header["qform_code"] > 0 or image.header["sform_code"] > 0:
+        return tuple(np.linalg.norm(image.affine[:3, :3], axis=0))
+    with nib.openers.ImageOpener(path) as f:
+        raw = type(image.header).from_fileobj(f, check=False)
+    return tuple(float(z) for z in raw["pixdim"][1:4])
 
 
 def save_volume(path, data: np.ndarray, affine: np.ndarray, *, description: str = "",

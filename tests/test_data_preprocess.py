@@ -1,0 +1,157 @@
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from colab_utils.data.nifti import find_pairs, load_volume
+from colab_utils.data.phantom import DESCRIPTION, write_phantom
+from colab_utils.data.preprocess import (
+    PreprocessConfig, preprocess, select_slices, split_subjects, to_slice)
+from colab_utils.data.registration import mni_template
+from colab_utils.data.slices import load_split
+
+
+@pytest.fixture(scope="module")
+def phantom_dir(tmp_path_factory):
+    return write_phantom(tmp_path_factory.mktemp("phantom"), n_subjects=4, seed=7)
+
+
+@pytest.fixture(scope="module")
+def store(phantom_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("store")
+    preprocess(find_pairs(phantom_dir).pairs, out, PreprocessConfig(), workers=2,
+               log=lambda *_: None)
+    return out
+
+
+def _index(store):
+    with open(store / "index.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_phantom_files_are_labelled_and_need_registration(phantom_dir):
+    pairing = find_pairs(phantom_dir)
+    assert sorted(pairing.pairs) == [f"phantom-00{i}" for i in range(1, 5)]
+    assert "PHANTOM" in (phantom_dir / "PHANTOM_README.txt").read_text()
+    assert json.loads((phantom_dir / "phantom.json").read_text())["phantom"] is True
+    import nibabel as nib
+
+    t1_image = nib.load(phantom_dir / "phantom-001-T1.nii.gz")
+    t2_image = nib.load(phantom_dir / "phantom-001-T2.nii.gz")
+    assert DESCRIPTION.encode()[:40] in t1_image.header["descrip"].tobytes()
+    # The T2 is on another grid and stored in another orientation.
+    assert nib.aff2axcodes(t2_image.affine)[0] == "L"
+    assert t1_image.shape != t2_image.shape
+    t1, _ = load_volume(phantom_dir / "phantom-001-T1.nii.gz")
+    assert t1.max() > 500 and (t1 > 50).mean() > 0.2
+
+
+def test_store_splits_by_subject(store):
+    rows = _index(store)
+    by_split = {}
+    for row in rows:
+        by_split.setdefault(row["split"], set()).add(row["subject"])
+    assert set(by_split) == {"train", "val", "test"}
+    assert sum(len(s) for s in by_split.values()) == 4
+    assert not (by_split["train"] & by_split["val"] or by_split["train"] & by_split["test"]
+                or by_split["val"] & by_split["test"])
+    assert {row["slice"] for row in rows} == {"120"}
+
+
+def test_registration_quality_is_recorded_and_good(store):
+    with open(store / "qc.csv", newline="") as f:
+        qc = list(csv.DictReader(f))
+    assert len(qc) == 4
+    assert all(float(r["corr_t1_template"]) > 0.8 and r["outlier"] == "False" for r in qc)
+    assert all((store / "qc" / f"{r['subject']}.png").stat().st_size > 10_000 for r in qc)
+
+
+def test_store_loads_for_training(store):
+    train = load_split(store, "train")
+    assert train.paired and train.t1.shape == (2, 256, 256, 1)
+    assert 0 <= train.t1.min() and train.t1.max() <= 1
+    assert list(train.t1_subjects) == list(train.t2_subjects)
+    assert train.mask.shape == train.t1.shape and train.mask.mean() > 0.2
+    # Outside the brain mask both contrasts are zero; inside, T1 and T2 differ
+    # (T2-like: CSF bright) and are anti-correlated, as real T1/T2 are.
+    inside = train.mask[0, ..., 0]
+    assert np.all(train.t1[0, ..., 0][~inside] == 0)
+    corr = np.corrcoef(train.t1[0, ..., 0][inside], train.t2[0, ..., 0][inside])[0, 1]
+    assert corr < -0.3
+
+
+def test_rerun_skips_finished_subjects_and_gives_the_same_store(store, phantom_dir):
+    def arrays():
+        out = {}
+        for path in sorted(store.glob("*/shard-*.npz")):
+            with np.load(path) as data:
+                out.update({f"{path.parent.name}/{path.name}/{k}": data[k] for k in data.files})
+        return out
+
+    before = arrays()
+    messages = []
+    preprocess(find_pairs(phantom_dir).pairs, store, PreprocessConfig(), workers=1,
+               log=messages.append)
+    assert "4 already done, 0 to do" in messages[0]
+    after = arrays()
+    assert before.keys() == after.keys() and len(before) == 6
+    for key in before:
+        np.testing.assert_array_equal(before[key], after[key])
+    with pytest.raises(ValueError, match=r"preprocess.json: .*other settings \(\['size'\]\)"):
+        preprocess(find_pairs(phantom_dir).pairs, store, PreprocessConfig(size=128),
+                   log=lambda *_: None)
+
+
+def test_unpaired_mode_and_a_broken_subject(store, phantom_dir, tmp_path):
+    # Reuse the finished subjects (a store resumes from them); add a broken one.
+    other = tmp_path / "unpaired"
+    shutil.copytree(store / "subjects", other / "subjects")
+    pairs = dict(find_pairs(phantom_dir).pairs)
+    broken = tmp_path / "broken-T1.nii.gz"
+    broken.write_bytes(b"not a nifti")
+    pairs["broken"] = (broken, phantom_dir / "phantom-001-T2.nii.gz")
+    config = PreprocessConfig(unpaired=True, val_fraction=0.0, test_fraction=0.0)
+    messages = []
+    preprocess(pairs, other, config, workers=1, log=messages.append)
+    assert any("broken: skipped" in m and "broken-T1.nii.gz" in m for m in messages)
+    with open(other / "qc.csv", newline="") as f:
+        assert any(r["subject"] == "broken" and "unreadable" in r["error"]
+                   for r in csv.DictReader(f))
+    train = load_split(other, "train")
+    assert not train.paired
+    assert not set(train.t1_subjects) & set(train.t2_subjects)
+    assert len(train.t1) == len(train.t2) == 2
+
+
+def test_missing_shard_is_a_clear_error(store, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(store, copy)
+    (copy / "val" / "shard-000.npz").unlink()
+    with pytest.raises(FileNotFoundError, match=r"shard-000.npz: shard listed in .*missing"):
+        load_split(copy, "val")
+
+
+def test_split_is_deterministic_and_covers_everyone():
+    subjects = [f"s{i:02d}" for i in range(20)]
+    config = PreprocessConfig()
+    first = split_subjects(subjects, config)
+    assert first == split_subjects(list(reversed(subjects)), config)
+    counts = {k: list(first.values()).count(k) for k in ("train", "val", "test")}
+    assert counts == {"train": 14, "val": 3, "test": 3}
+    assert split_subjects(subjects, PreprocessConfig(split_seed=1)) != first
+
+
+def test_slice_selection_and_layout():
+    _, mask, _ = mni_template()
+    assert select_slices(mask, PreprocessConfig()) == [120]
+    assert select_slices(mask, PreprocessConfig(slices="range", slice_range=(10, 13))) == [10, 11, 12]
+    brain = select_slices(mask, PreprocessConfig(slices="brain"))
+    assert 100 < len(brain) < mask.shape[2] and 120 in brain
+    plane = np.zeros((197, 233), np.float32)
+    plane[0, -1] = 1  # right-most x, most anterior y
+    image = to_slice(plane, 256)
+    assert image.shape == (256, 256)
+    row, col = np.argwhere(image == 1)[0]
+    assert row == (256 - 233) // 2 and col == (256 - 197) // 2  # anterior is up
