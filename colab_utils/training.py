@@ -19,7 +19,6 @@ uninterrupted run (bit for bit with ``deterministic=True`` on a CPU).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from .checkpoints import CheckpointManager, collect_state, restore_state
 from .config import RESUMABLE_CHANGES, TrainConfig
 from .cyclegan import CycleGAN
 from .data.batches import eval_batches, steps_per_epoch, training_dataset
-from .data.slices import SliceSet, load_split
+from .data.slices import SliceSet, fit_to_size, load_split
 from .models import patchgan_discriminator, resnet_generator
 from .precision import apply_policy, make_optimizer, resolve_policy
 from .schedules import LinearDecay
@@ -247,34 +246,6 @@ def train(config: TrainConfig, run_dir, data=None, *, train_data: SliceSet | Non
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"[colab_utils] outputs in {run_dir} (grids/, history.csv, checkpoints/, export/)")
     return TrainResult(run_dir, step, total_steps, resumed_from, policy, exported)
-
-
-def fit_to_size(slices: SliceSet, size: int) -> SliceSet:
-    """Slices at ``size`` × ``size``: as they are, or shrunk by an integer factor
-    (area averaging), e.g. 256-px store slices for a 64-px smoke run.
-
-    Raises:
-        ValueError: The slices are smaller than ``size`` or not a multiple of it.
-    """
-    height, width = slices.image_shape[:2]
-    if (height, width) == (size, size):
-        return slices
-    if height != width or height % size:
-        raise ValueError(f"{slices.source}: expected {size}×{size} slices (config image_size) "
-                         f"or a multiple of it, got {height}×{width}")
-    factor = height // size
-
-    def shrink(x):
-        if x is None:
-            return None
-        n, _, _, c = x.shape
-        return x.reshape(n, size, factor, size, factor, c).mean(axis=(2, 4), dtype=np.float32)
-
-    print(f"[colab_utils] {slices.source}: {height}×{width} slices averaged down to "
-          f"{size}×{size} (config image_size)")
-    mask = shrink(slices.mask)
-    return dataclasses.replace(slices, t1=shrink(slices.t1), t2=shrink(slices.t2),
-                               mask=None if mask is None else mask > 0.5)
 
 
 def _restore(model: CycleGAN, manager: CheckpointManager, spe: int) -> int | None:

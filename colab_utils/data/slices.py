@@ -16,6 +16,7 @@ axis), which is the axis that augmentation flips.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -240,3 +241,31 @@ def save_split(path, t1, t2, *, paired: bool) -> Path:
                             paired=np.bool_(paired))
     tmp.replace(path)
     return path
+
+
+def fit_to_size(slices: SliceSet, size: int) -> SliceSet:
+    """Slices at ``size`` × ``size``: as they are, or shrunk by an integer factor
+    (area averaging), e.g. 256-px store slices for a 64-px smoke run.
+
+    Raises:
+        ValueError: The slices are smaller than ``size`` or not a multiple of it.
+    """
+    height, width = slices.image_shape[:2]
+    if (height, width) == (size, size):
+        return slices
+    if height != width or height % size:
+        raise ValueError(f"{slices.source}: expected {size}×{size} slices (config image_size) "
+                         f"or a multiple of it, got {height}×{width}")
+    factor = height // size
+
+    def shrink(x):
+        if x is None:
+            return None
+        n, _, _, c = x.shape
+        return x.reshape(n, size, factor, size, factor, c).mean(axis=(2, 4), dtype=np.float32)
+
+    print(f"[colab_utils] {slices.source}: {height}×{width} slices averaged down to "
+          f"{size}×{size} (config image_size)")
+    mask = shrink(slices.mask)
+    return dataclasses.replace(slices, t1=shrink(slices.t1), t2=shrink(slices.t2),
+                               mask=None if mask is None else mask > 0.5)
