@@ -76,6 +76,29 @@ def _cmd_preprocess(args) -> int:
     return 0
 
 
+def _cmd_download(args) -> int:
+    from .data.download import download, download_gdrive
+    from .data.ixi import fetch_ixi
+    from .data.manifest import get_source
+
+    if args.name == "ixi":
+        pairs = fetch_ixi(args.dest, subjects=args.subjects or None)
+        print(f"IXI: {len(pairs)} T1/T2 subjects in {args.dest}")
+        return 0
+    if args.name == "gdrive":
+        if not args.id:
+            raise ValueError("download gdrive: expected --id FILE_OR_FOLDER_ID (or a share URL)")
+        path = download_gdrive(args.id, args.dest, checksum=args.checksum, folder=args.folder)
+    elif args.name == "url":
+        if not args.url:
+            raise ValueError("download url: expected --url URL")
+        path = download(args.url, args.dest, checksum=args.checksum)
+    else:
+        path = download(get_source(args.name), args.dest)
+    print(f"downloaded and verified: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m colab_utils",
@@ -97,6 +120,20 @@ def build_parser() -> argparse.ArgumentParser:
                        help="stop with a checkpoint at this global step (resume later)")
     _add_config_flags(train)
     train.set_defaults(func=_cmd_train)
+
+    down = commands.add_parser(
+        "download", help="download a data source (verified, resumable)",
+        description="NAME: 'ixi' (T1 + T2, optionally only --subjects N, streamed), a row of "
+                    "data_manifest.csv (e.g. ixi-demographics), 'gdrive' (--id) or 'url' (--url).")
+    down.add_argument("name", metavar="NAME")
+    down.add_argument("--dest", required=True, help="output directory")
+    down.add_argument("--subjects", type=int, default=0,
+                      help="ixi: only the first N paired subjects, streamed")
+    down.add_argument("--id", help="gdrive: file or folder ID, or a share URL")
+    down.add_argument("--folder", action="store_true", help="gdrive: the ID is a folder")
+    down.add_argument("--url", help="url: what to download")
+    down.add_argument("--checksum", help="md5:HEX or sha256:HEX to verify against")
+    down.set_defaults(func=_cmd_download)
 
     phantom = commands.add_parser(
         "phantom", help="generate offline T1/T2 NIfTI phantoms from the MNI152 template")
@@ -144,7 +181,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:  # bad input, missing files, failed downloads
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
