@@ -38,3 +38,24 @@ def test_toy_then_smoke_training_end_to_end(tmp_path):
     assert f"outputs written to {tmp_path / 'run'}" in out.stdout
     assert (tmp_path / "run" / "grids" / "epoch_002.png").is_file()
     assert (tmp_path / "run" / "export" / "gen_t2_to_t1.keras").is_file()
+
+
+def test_phantom_preprocess_train_end_to_end(tmp_path):
+    out = _run("phantom", "--out", tmp_path / "nifti", "--subjects", 3)
+    assert out.returncode == 0, out.stderr[-2000:]
+    out = _run("preprocess", "--input", tmp_path / "nifti", "--out", tmp_path / "store")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "3 subjects with T1 and T2" in out.stdout
+    assert (tmp_path / "store" / "index.csv").is_file()
+    out = _run("train", "--data", tmp_path / "store", "--run-dir", tmp_path / "run",
+               "--preset", "smoke", "--image-size", 64, "--jitter-size", 72,
+               "--max-steps-per-epoch", 2, "--batch-size", 1)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "averaged down to 64×64" in out.stdout
+    assert (tmp_path / "run" / "grids" / "epoch_002.png").is_file()
+
+
+def test_download_refuses_manual_sources_with_instructions(tmp_path):
+    out = _run("download", "brats", "--dest", tmp_path)
+    assert out.returncode == 2
+    assert "manual" in out.stderr or "Synapse" in out.stderr

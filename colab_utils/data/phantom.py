@@ -9,7 +9,8 @@ template (which ships with nilearn, so no download is needed) with:
 * a random head pose in the scanner (rotation, translation, scale), written
   into the affine, and for the T2 a small extra movement between the scans,
   another voxel size (1 × 1 × 1.3 mm) and another storage orientation (LAS);
-* a smooth multiplicative bias field and Rician noise per image.
+* a smooth multiplicative bias field and Rician noise per image;
+* a 256 × 256 in-plane field of view (about IXI's 256 × 256 × 150 voxels).
 
 So the files need what real data needs: pairing by subject ID, reorientation,
 T2 → T1 rigid registration and T1 → MNI152 affine registration.
@@ -95,8 +96,18 @@ def _rician(rng, image: np.ndarray, sigma: float) -> np.ndarray:
     return np.sqrt(real**2 + imaginary**2)
 
 
+def _pad_in_plane(volume: np.ndarray, affine: np.ndarray, size: int):
+    """Zero-pad the first two axes to ``size`` (centred), keeping world positions."""
+    before = [max((size - n) // 2, 0) for n in volume.shape[:2]]
+    after = [max(size - n - b, 0) for n, b in zip(volume.shape[:2], before)]
+    padded = np.pad(volume, [(before[0], after[0]), (before[1], after[1]), (0, 0)])
+    shifted = affine.copy()
+    shifted[:3, 3] = affine[:3, :3] @ [-before[0], -before[1], 0] + affine[:3, 3]
+    return padded, shifted
+
+
 def make_subject(index: int, seed: int = 0, *, deformation_mm: float = 3.0,
-                 noise: float = 0.02, bias: float = 0.15):
+                 noise: float = 0.02, bias: float = 0.15, fov: int = 256):
     """Generate one pseudo-subject.
 
     Returns:
@@ -130,6 +141,9 @@ def make_subject(index: int, seed: int = 0, *, deformation_mm: float = 3.0,
     flip[0, 0], flip[0, 3] = -1, t2.shape[0] - 1
     t2 = t2[::-1]
     t2_affine = pose_t1 @ movement @ t2_grid @ flip
+    # Scanner field of view: the head inside a 256 × 256 in-plane grid of air.
+    t1, t1_affine = _pad_in_plane(t1, t1_affine, fov)
+    t2, t2_affine = _pad_in_plane(t2, t2_affine, fov)
     info = {"index": index, "seed": seed, "pose_t1": pose_t1.round(5).tolist(),
             "movement_t2": movement.round(5).tolist()}
     return (1000 * t1).astype(np.float32), t1_affine, (1000 * t2).astype(np.float32), \

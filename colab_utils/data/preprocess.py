@@ -284,8 +284,11 @@ def preprocess(pairs: dict, store, config: PreprocessConfig | None = None, *,
     failures = {}
     if todo:
         threads = max(1, (os.cpu_count() or 1) // max(workers, 1))
+        # Workers are replaced every 16 subjects, so that whatever a long run
+        # accumulates (allocator fragmentation, library caches) stays bounded.
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                                 initializer=_init_worker, initargs=(threads,)) as pool:
+                                 initializer=_init_worker, initargs=(threads,),
+                                 max_tasks_per_child=16) as pool:
             futures = {s: pool.submit(process_subject, s, t1, t2, store, config)
                        for s, (t1, t2) in todo.items()}
             for subject, future in futures.items():
@@ -339,6 +342,7 @@ def assemble(store: Path, subjects: list[str], config: PreprocessConfig, records
         writer.writeheader()
         writer.writerows(rows)
     os.replace(store / ".index.csv.tmp", store / "index.csv")
+    flag_outliers(records)
     fields = ["subject", "split", "corr_t1_template", "metric_t1_to_template",
               "metric_t2_to_t1", "outlier", "n_slices", "seconds", "t1", "t2"]
     with open(store / ".qc.csv.tmp", "w", newline="") as f:
@@ -354,6 +358,19 @@ def assemble(store: Path, subjects: list[str], config: PreprocessConfig, records
                       for k in ("train", "val", "test")}
     meta["paired"] = {"train": not config.unpaired, "val": True, "test": True}
     (store / "preprocess.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def flag_outliers(records: dict, *, mads: float = 4.0) -> None:
+    """Mark subjects whose T1-to-template correlation is below the configured
+    floor (already in ``outlier``) or far below the others' (median − 4 MAD)."""
+    values = np.array([r["corr_t1_template"] for r in records.values()])
+    if len(values) < 5:
+        return
+    median = np.median(values)
+    mad = max(np.median(np.abs(values - median)), 1e-3)
+    for record in records.values():
+        if record["corr_t1_template"] < median - mads * mad:
+            record["outlier"] = True
 
 
 def _write_split(store: Path, split: str, members: list[str], use: dict) -> list[dict]:
