@@ -1,1 +1,2 @@
-"""Data: slice loading and synthetic data (the data issue adds download, NIfTI, registration)."""
+"""Data: manifest and downloads, safe extraction, NIfTI, registration, phantom,
+preprocessing into a slice store, and tf.data pipelines."""
