@@ -15,7 +15,7 @@ import keras
 import numpy as np
 
 from . import viz
-from .checkpoints import atomic_write_bytes
+from .fileio import atomic_write_bytes
 
 
 def in_notebook() -> bool:

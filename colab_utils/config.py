@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .fileio import atomic_write_bytes
 from .validation import check_choice
 
 NORMS = ("instance", "batch", "none")
@@ -155,10 +155,8 @@ class TrainConfig:
 
     def save(self, path) -> None:
         """Write as JSON, atomically."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+        atomic_write_bytes(Path(path), text.encode())
 
     @classmethod
     def load(cls, path) -> "TrainConfig":

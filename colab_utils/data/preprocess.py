@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..fileio import atomic_write_bytes
 from ..validation import check_choice
 from .nifti import load_volume
 
@@ -96,9 +97,7 @@ class PreprocessConfig:
 def _atomic_savez(path: Path, **arrays) -> None:
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(buffer.getvalue())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def to_slice(plane: np.ndarray, size: int) -> np.ndarray:
@@ -336,7 +335,7 @@ def assemble(store: Path, subjects: list[str], config: PreprocessConfig, records
         use = {s: ("t1", "t2") for s in members}
         if config.unpaired and split == "train":
             use = {s: (("t1",) if i % 2 == 0 else ("t2",)) for i, s in enumerate(members)}
-        rows += _write_split(store, split, members, use)
+        rows += _write_split(store, split, members, use, config.shard_size)
     with open(store / ".index.csv.tmp", "w", newline="") as f:
         writer = csv.DictWriter(f, ["split", "subject", "slice", "modality", "shard", "row"])
         writer.writeheader()
@@ -373,14 +372,14 @@ def flag_outliers(records: dict, *, mads: float = 4.0) -> None:
             record["outlier"] = True
 
 
-def _write_split(store: Path, split: str, members: list[str], use: dict) -> list[dict]:
+def _write_split(store: Path, split: str, members: list[str], use: dict,
+                 shard_size: int) -> list[dict]:
     """Write a split's shards one at a time; return its index rows."""
     folder = store / split
     folder.mkdir(exist_ok=True)
     for old in folder.glob("shard-*.npz"):
         old.unlink()
     rows, buffers, shard = [], {"t1": [], "t2": []}, 0
-    config_size = json.loads((store / "preprocess.json").read_text())["config"]["shard_size"]
 
     def flush():
         nonlocal shard, buffers
@@ -396,7 +395,7 @@ def _write_split(store: Path, split: str, members: list[str], use: dict) -> list
             volumes = {m: data[m] for m in use[subject]}
             zs = data["slices"]
         for i, z in enumerate(zs):
-            if max(len(b) for b in buffers.values()) >= config_size:
+            if max(len(b) for b in buffers.values()) >= shard_size:
                 flush()
             for modality, images in volumes.items():
                 rows.append({"split": split, "subject": subject, "slice": int(z),

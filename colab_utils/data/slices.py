@@ -17,10 +17,13 @@ axis), which is the axis that augmentation flips.
 from __future__ import annotations
 
 import dataclasses
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from ..fileio import atomic_write_bytes
 
 _RANGE_TOLERANCE = 1e-3
 
@@ -235,11 +238,10 @@ def save_split(path, t1, t2, *, paired: bool) -> Path:
     """Write a split as ``.npz`` (arrays in [0, 1]) in the layout :func:`load_split` reads."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez_compressed(f, t1=np.asarray(t1, np.float32), t2=np.asarray(t2, np.float32),
-                            paired=np.bool_(paired))
-    tmp.replace(path)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, t1=np.asarray(t1, np.float32), t2=np.asarray(t2, np.float32),
+                        paired=np.bool_(paired))
+    atomic_write_bytes(path, buffer.getvalue())
     return path
 
 
