@@ -27,7 +27,7 @@ def in_notebook() -> bool:
     return ip is not None and "IPKernelApp" in getattr(ip, "config", {})
 
 
-def _save_figure(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -58,7 +58,7 @@ class ImageGridCallback(keras.callbacks.Callback):
                                    self.t1, self.t2, paired=self.paired,
                                    title=f"epoch {epoch + 1}")
         self.last_path = self.directory / f"epoch_{epoch + 1:03d}.png"
-        _save_figure(fig, self.last_path)
+        save_figure(fig, self.last_path)
         if self.show_inline:
             from IPython.display import Image, display
 
@@ -96,7 +96,7 @@ class HistoryCallback(keras.callbacks.Callback):
             writer.writerow({k: _format(r.get(k, "")) for k in fields})
         atomic_write_bytes(self.csv_path, text.getvalue().encode())
         if self.png_path:
-            _save_figure(viz.loss_curves(rows), self.png_path)
+            save_figure(viz.loss_curves(rows), self.png_path)
 
 
 def _format(value):

@@ -2,6 +2,10 @@
 
 ``TrainConfig()`` is the paper (Zhu et al. 2017, 256 px, ResNet-9, Adam 2e-4,
 β1 0.5, λ_cycle 10, λ_identity 0.5·λ_cycle, pool 50, LSGAN, 100 + 100 epochs);
+the same fields train the other methods (``model``): CycleGAN_s (plus a
+paired L1, λ 10), pix2pix (Isola et al. 2017: U-Net, conditional PatchGAN,
+BCE GAN, λ_L1 100), the supervised ResNet generator (L1 only), and the
+non-learned Simple baseline (histogram matching, fitted in a second).
 ``TrainConfig.smoke()`` is a tiny preset that trains in seconds on a CPU.
 Each run directory stores its config as ``config.json``.
 """
@@ -18,9 +22,10 @@ from .validation import check_choice
 
 NORMS = ("instance", "batch", "none")
 UPSAMPLINGS = ("transpose", "resize_conv")
-GAN_MODES = ("lsgan", "bce")
+GAN_MODES = ("auto", "lsgan", "bce")
 
-MODELS = ("cyclegan", "cyclegan_s")
+MODELS = ("cyclegan", "cyclegan_s", "pix2pix", "supervised", "simple")
+PAIRED_MODELS = ("cyclegan_s", "pix2pix", "supervised")
 PRECISIONS = ("off", "auto", "float32", "mixed_float16", "mixed_bfloat16")
 
 # Fields that may differ when resuming a run: they change how long it trains
@@ -51,10 +56,13 @@ class TrainConfig:
     norm: str = "instance"
     upsampling: str = "transpose"
     # Losses.
-    gan_mode: str = "lsgan"
+    # "auto": LSGAN for the CycleGANs (their paper), BCE for pix2pix (its paper).
+    gan_mode: str = "auto"
     lambda_cycle: float = 10.0
     lambda_identity: float = 5.0
-    lambda_supervised: float = 0.0
+    # Paired L1 weights: CycleGAN_s's supervised term; pix2pix's L1 term.
+    lambda_supervised: float = 10.0
+    lambda_l1: float = 100.0
     pool_size: int = 50
     # Optimisation: constant learning rate for `epochs`, then linear decay to
     # zero over `epochs_decay` more.
@@ -98,6 +106,17 @@ class TrainConfig:
     def total_epochs(self) -> int:
         return self.epochs + self.epochs_decay
 
+    @property
+    def paired(self) -> bool:
+        """Whether the model trains on paired (aligned) T1/T2 slices."""
+        return self.model in PAIRED_MODELS
+
+    @property
+    def resolved_gan_mode(self) -> str:
+        if self.gan_mode != "auto":
+            return self.gan_mode
+        return "bce" if self.model == "pix2pix" else "lsgan"
+
     def validated(self) -> "TrainConfig":
         """Return self after checking every field; raise ``ValueError`` naming the bad one."""
         check_choice("model", self.model, MODELS)
@@ -109,7 +128,8 @@ class TrainConfig:
                     "batch_size", "keep_checkpoints")
         non_negative = ("n_res_blocks", "pool_size", "epochs", "epochs_decay",
                         "max_steps_per_epoch", "checkpoint_every_steps", "grid_slices",
-                        "lambda_cycle", "lambda_identity", "lambda_supervised", "verbose")
+                        "lambda_cycle", "lambda_identity", "lambda_supervised", "lambda_l1",
+                        "verbose")
         for name in positive:
             _check_number(name, getattr(self, name), lower=0, inclusive=False)
         for name in non_negative:

@@ -10,6 +10,7 @@ import keras
 import tensorflow as tf
 
 from . import losses
+from .precision import apply_gradients
 
 LOSS_KEYS = (
     "gen_total", "adv_t1_to_t2", "adv_t2_to_t1", "cycle_t1", "cycle_t2",
@@ -187,12 +188,6 @@ class CycleGAN(keras.Model):
         )
         return out
 
-    def _apply(self, optimizer, tape, loss, variables):
-        # scale_loss multiplies by the loss scale under LossScaleOptimizer
-        # (mixed_float16) and is the identity otherwise; apply_gradients unscales.
-        grads = tape.gradient(optimizer.scale_loss(loss), variables)
-        optimizer.apply_gradients(zip(grads, variables))
-
     def train_step(self, data):
         # 1. Translate both ways, cycle back, and map each domain to itself.
         # 2. Generator loss: adversarial + λ_cycle·cycle + λ_identity·identity
@@ -204,7 +199,7 @@ class CycleGAN(keras.Model):
         real_t1, real_t2 = data
         with tf.GradientTape() as tape:
             out = self._generator_losses(real_t1, real_t2, training=True)
-        self._apply(self.gen_optimizer, tape, out["gen_total"], self.generator_variables)
+        apply_gradients(self.gen_optimizer, tape, out["gen_total"], self.generator_variables)
 
         step = self.global_step.value
         pooled_t1 = self.pool_t1(tf.stop_gradient(out["fake_t1"]), step=step)
@@ -215,7 +210,7 @@ class CycleGAN(keras.Model):
             out["disc_t2"] = self.disc_adv_loss(self.disc_t2(real_t2, training=True),
                                                 self.disc_t2(pooled_t2, training=True))
             disc_total = out["disc_t1"] + out["disc_t2"]
-        self._apply(self.disc_optimizer, tape, disc_total, self.discriminator_variables)
+        apply_gradients(self.disc_optimizer, tape, disc_total, self.discriminator_variables)
         self.global_step.assign_add(1)
         return self._update_trackers(out)
 

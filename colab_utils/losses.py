@@ -13,7 +13,7 @@ from keras import ops
 
 from .validation import check_choice
 
-from .config import GAN_MODES
+LOSS_GAN_MODES = ("lsgan", "bce")
 
 
 def _f32(x):
@@ -53,7 +53,7 @@ def bce_discriminator_loss(disc_real, disc_fake):
 
 def adversarial_losses(gan_mode: str) -> tuple[Callable, Callable]:
     """Return ``(generator_loss, discriminator_loss)`` for ``"lsgan"`` or ``"bce"``."""
-    check_choice("gan_mode", gan_mode, GAN_MODES)
+    check_choice("gan_mode", gan_mode, LOSS_GAN_MODES)
     if gan_mode == "lsgan":
         return lsgan_generator_loss, lsgan_discriminator_loss
     return bce_generator_loss, bce_discriminator_loss

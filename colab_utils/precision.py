@@ -57,3 +57,14 @@ def make_optimizer(policy: str, learning_rate, beta_1: float, beta_2: float):
     if policy == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
+
+
+def apply_gradients(optimizer, tape, loss, variables) -> None:
+    """Differentiate ``loss`` recorded on ``tape`` and update ``variables``.
+
+    ``scale_loss`` multiplies by the loss scale under ``LossScaleOptimizer``
+    (``mixed_float16``) and is the identity otherwise; ``apply_gradients``
+    unscales.
+    """
+    grads = tape.gradient(optimizer.scale_loss(loss), variables)
+    optimizer.apply_gradients(zip(grads, variables))

@@ -29,12 +29,16 @@ import numpy as np
 import tensorflow as tf
 
 from . import callbacks as cb
+from . import viz
 from .checkpoints import CheckpointManager, collect_state, restore_state
 from .config import RESUMABLE_CHANGES, TrainConfig
+from .fileio import atomic_write_bytes
+from .inference import SIMPLE_FILE
 from .cyclegan import CycleGAN
 from .data.batches import eval_batches, steps_per_epoch, training_dataset
 from .data.slices import SliceSet, fit_to_size, load_split
-from .models import patchgan_discriminator, resnet_generator
+from .baselines import PairedTranslator, SimpleBaseline
+from .models import patchgan_discriminator, resnet_generator, unet_generator
 from .precision import apply_policy, make_optimizer, resolve_policy
 from .schedules import LinearDecay
 
@@ -51,44 +55,107 @@ class TrainResult:
     exported: dict
 
 
+def _optimizers(config: TrainConfig, steps_per_epoch: int, policy: str, adversarial: bool):
+    def make():
+        schedule = LinearDecay(config.lr, config.epochs * steps_per_epoch,
+                               config.epochs_decay * steps_per_epoch)
+        return make_optimizer(policy, schedule, config.beta_1, config.beta_2)
+    return make(), (make() if adversarial else None)
+
+
+def _with_policy(policy: str, build):
+    """Call ``build()`` with Keras' global dtype policy set to ``policy``, then restore it."""
+    previous = keras.mixed_precision.dtype_policy().name
+    apply_policy(policy)
+    try:
+        return build()
+    finally:
+        apply_policy(previous)
+
+
 def build_cyclegan(config: TrainConfig, steps_per_epoch: int, policy: str = "float32") -> CycleGAN:
-    """Networks, image pools and optimizers of a CycleGAN as ``config`` describes.
+    """Networks, image pools and optimizers of a CycleGAN (or CycleGAN_s) as ``config``
+    describes.
 
     The dtype policy applies to the networks built here only; Keras' global
     policy is restored afterwards.
     """
-    previous = keras.mixed_precision.dtype_policy().name
-    apply_policy(policy)
-    try:
-        size, ch = config.image_size, config.channels
-        gen_kw = dict(image_size=size, channels=ch, filters=config.gen_filters,
-                      n_blocks=config.n_res_blocks, norm=config.norm,
-                      upsampling=config.upsampling)
-        disc_kw = dict(image_size=size, channels=ch, filters=config.disc_filters,
-                       n_layers=config.disc_layers, norm=config.norm)
-        model = CycleGAN(
-            resnet_generator(name="gen_t1_to_t2", **gen_kw),
-            resnet_generator(name="gen_t2_to_t1", **gen_kw),
-            patchgan_discriminator(name="disc_t1", **disc_kw),
-            patchgan_discriminator(name="disc_t2", **disc_kw),
-            lambda_cycle=config.lambda_cycle, lambda_identity=config.lambda_identity,
-            lambda_supervised=config.lambda_supervised, gan_mode=config.gan_mode,
-            pool_size=config.pool_size, seed=config.seed, name="cyclegan",
-        )
-    finally:
-        apply_policy(previous)
-    schedule = lambda: LinearDecay(config.lr, config.epochs * steps_per_epoch,  # noqa: E731
-                                   config.epochs_decay * steps_per_epoch)
-    model.compile(make_optimizer(policy, schedule(), config.beta_1, config.beta_2),
-                  make_optimizer(policy, schedule(), config.beta_1, config.beta_2),
+    size, ch = config.image_size, config.channels
+    gen_kw = dict(image_size=size, channels=ch, filters=config.gen_filters,
+                  n_blocks=config.n_res_blocks, norm=config.norm, upsampling=config.upsampling)
+    disc_kw = dict(image_size=size, channels=ch, filters=config.disc_filters,
+                   n_layers=config.disc_layers, norm=config.norm)
+    model = _with_policy(policy, lambda: CycleGAN(
+        resnet_generator(name="gen_t1_to_t2", **gen_kw),
+        resnet_generator(name="gen_t2_to_t1", **gen_kw),
+        patchgan_discriminator(name="disc_t1", **disc_kw),
+        patchgan_discriminator(name="disc_t2", **disc_kw),
+        lambda_cycle=config.lambda_cycle, lambda_identity=config.lambda_identity,
+        lambda_supervised=config.lambda_supervised if config.model == "cyclegan_s" else 0.0,
+        gan_mode=config.resolved_gan_mode, pool_size=config.pool_size, seed=config.seed,
+        name="cyclegan"))
+    model.compile(*_optimizers(config, steps_per_epoch, policy, True),
                   jit_compile=config.jit_compile)
     return model
 
 
-def state_groups(model: CycleGAN) -> dict[str, list]:
+def unet_depth(image_size: int) -> int:
+    """Down-samplings of the pix2pix U-Net: 8 at 256 px (down to 1×1), fewer for small
+    images (``image_size`` must stay divisible by ``2**depth``)."""
+    depth = 0
+    while depth < 8 and image_size % (2 ** (depth + 1)) == 0:
+        depth += 1
+    return depth
+
+
+def build_paired(config: TrainConfig, steps_per_epoch: int,
+                 policy: str = "float32") -> PairedTranslator:
+    """The supervised ResNet generators (``model="supervised"``) or pix2pix
+    (``model="pix2pix"``: U-Net generators, conditional PatchGANs), both directions."""
+    size, ch = config.image_size, config.channels
+    adversarial = config.model == "pix2pix"
+
+    def generator(name):
+        if adversarial:
+            return unet_generator(image_size=size, channels=ch, filters=config.gen_filters,
+                                  n_downsamplings=unet_depth(size), norm=config.norm, name=name)
+        return resnet_generator(image_size=size, channels=ch, filters=config.gen_filters,
+                                n_blocks=config.n_res_blocks, norm=config.norm,
+                                upsampling=config.upsampling, name=name)
+
+    def build():
+        discs = [None, None]
+        if adversarial:
+            discs = [patchgan_discriminator(image_size=size, channels=2 * ch,
+                                            filters=config.disc_filters,
+                                            n_layers=config.disc_layers, norm=config.norm,
+                                            name=name) for name in ("disc_t1", "disc_t2")]
+        return PairedTranslator(generator("gen_t1_to_t2"), generator("gen_t2_to_t1"), *discs,
+                                lambda_l1=config.lambda_l1, gan_mode=config.resolved_gan_mode,
+                                name=config.model)
+
+    model = _with_policy(policy, build)
+    model.compile(*_optimizers(config, steps_per_epoch, policy, adversarial),
+                  jit_compile=config.jit_compile)
+    return model
+
+
+def build_model(config: TrainConfig, steps_per_epoch: int, policy: str = "float32"):
+    """The trainable model of ``config.model`` (every method except ``"simple"``)."""
+    if config.model in ("cyclegan", "cyclegan_s"):
+        return build_cyclegan(config, steps_per_epoch, policy)
+    if config.model in ("pix2pix", "supervised"):
+        return build_paired(config, steps_per_epoch, policy)
+    raise ValueError(f"model {config.model!r} has no networks to build; "
+                     "the Simple baseline is fitted by train() directly")
+
+
+def state_groups(model) -> dict[str, list]:
     """Every variable that defines the training state, grouped for checkpoints."""
-    return {"model": model.variables, "gen_optimizer": model.gen_optimizer.variables,
-            "disc_optimizer": model.disc_optimizer.variables}
+    groups = {"model": model.variables, "gen_optimizer": model.gen_optimizer.variables}
+    if model.disc_optimizer is not None:
+        groups["disc_optimizer"] = model.disc_optimizer.variables
+    return groups
 
 
 def _prepare_run_dir(run_dir: Path, config: TrainConfig) -> None:
@@ -141,10 +208,42 @@ def load_generator(path) -> keras.Model:
     return keras.saving.load_model(path, compile=False)
 
 
+def _load_data(config: TrainConfig, data, train_data, val_data):
+    """The training and validation splits at the configured image size."""
+    if train_data is None:
+        if data is None:
+            raise ValueError("pass a data directory (data=...) or train_data")
+        train_data = load_split(data, "train", channels=config.channels)
+        if val_data is None:
+            val_data = load_split(data, "val", channels=config.channels, required=False)
+    train_data = fit_to_size(train_data, config.image_size)
+    val_data = fit_to_size(val_data, config.image_size) if val_data is not None else None
+    if config.paired and not train_data.paired:
+        raise ValueError(f"{train_data.source}: model {config.model!r} needs paired T1/T2 "
+                         "slices (the same subjects and slices, aligned), but this split is "
+                         "unpaired; preprocess without --unpaired or train 'cyclegan'")
+    return train_data, val_data or train_data
+
+
+def _record_data_source(run_dir: Path, data) -> None:
+    """Keep the slice store's preprocessing settings with the run (synthesis repeats them)."""
+    if data is None or not Path(data).is_dir():
+        return
+    record = {"data": str(Path(data).resolve())}
+    settings = Path(data) / "preprocess.json"
+    if settings.is_file():
+        record["preprocess"] = json.loads(settings.read_text()).get("config", {})
+    atomic_write_bytes(run_dir / "data.json", (json.dumps(record, indent=2) + "\n").encode())
+
+
 def train(config: TrainConfig, run_dir, data=None, *, train_data: SliceSet | None = None,
           val_data: SliceSet | None = None, show_inline: bool | str = "auto",
           stop_at_step: int | None = None, extra_callbacks=()) -> TrainResult:
-    """Train (or resume) a CycleGAN / CycleGAN_s run in ``run_dir``.
+    """Train (or resume) a run of ``config.model`` in ``run_dir``.
+
+    ``cyclegan`` trains on unpaired batches; ``cyclegan_s``, ``pix2pix`` and
+    ``supervised`` need a paired training split; ``simple`` is fitted (no
+    gradient steps) and saved as ``export/simple_baseline.json``.
 
     Args:
         config: The settings; checked against the run's saved config when
@@ -171,30 +270,21 @@ def train(config: TrainConfig, run_dir, data=None, *, train_data: SliceSet | Non
     """
     config = config.validated()
     run_dir = Path(run_dir)
-    if train_data is None:
-        if data is None:
-            raise ValueError("pass a data directory (data=...) or train_data")
-        train_data = load_split(data, "train", channels=config.channels)
-        if val_data is None:
-            val_data = load_split(data, "val", channels=config.channels, required=False)
-    train_data = fit_to_size(train_data, config.image_size)
-    val_data = fit_to_size(val_data, config.image_size) if val_data is not None else None
-    paired = config.model == "cyclegan_s"
-    if paired and not train_data.paired:
-        raise ValueError(f"{train_data.source}: model 'cyclegan_s' needs paired T1/T2 slices, "
-                         "but this split is unpaired")
-    val_data = val_data or train_data
+    train_data, val_data = _load_data(config, data, train_data, val_data)
     _prepare_run_dir(run_dir, config)
+    _record_data_source(run_dir, data)
+    if config.model == "simple":
+        return _fit_simple(config, run_dir, train_data, val_data)
     _configure_reproducibility(config)
     policy = resolve_policy(config.precision)
     spe = steps_per_epoch(train_data, config.batch_size, config.max_steps_per_epoch)
     total_steps = spe * config.total_epochs
-    model = build_cyclegan(config, spe, policy)
+    model = build_model(config, spe, policy)
 
     manager = CheckpointManager(run_dir / "checkpoints", keep=config.keep_checkpoints)
     resumed_from = _restore(model, manager, spe)
     step = int(model.global_step.numpy())
-    print(f"[colab_utils] run {run_dir}: policy {policy}, {spe} steps/epoch, "
+    print(f"[colab_utils] {config.model} run {run_dir}: policy {policy}, {spe} steps/epoch, "
           + (f"resuming at step {step}" if resumed_from is not None else "starting fresh")
           + f" of {total_steps}")
 
@@ -204,6 +294,21 @@ def train(config: TrainConfig, run_dir, data=None, *, train_data: SliceSet | Non
                 "variables": {k: [v.path for v in vs] for k, vs in state_groups(model).items()}}
         manager.save(at_step, collect_state(state_groups(model)), meta)
 
+    callbacks = _callbacks(config, run_dir, val_data, show_inline, save) + list(extra_callbacks)
+    val_ds = eval_batches(val_data, config.batch_size) if config.validate else None
+    limit = total_steps if stop_at_step is None else min(total_steps, stop_at_step)
+    step = _fit(model, config, train_data, val_ds, callbacks, spe, step, limit)
+    exported = {}
+    if resumed_from != total_steps or not (run_dir / "export" / "gen_t1_to_t2.keras").is_file():
+        exported = export_generators(model, run_dir / "export")
+    else:
+        print(f"[colab_utils] run {run_dir} was already complete at step {step}; nothing to do")
+    return _finish(run_dir, TrainResult(run_dir, step, total_steps, resumed_from, policy,
+                                        exported), spe)
+
+
+def _callbacks(config: TrainConfig, run_dir: Path, val_data: SliceSet, show_inline,
+               save) -> list:
     grid = cb.ImageGridCallback(
         run_dir / "grids", *_fixed_slices(val_data, config.grid_slices),
         paired=val_data.paired,
@@ -215,19 +320,22 @@ def train(config: TrainConfig, run_dir, data=None, *, train_data: SliceSet | Non
         callbacks.append(cb.TensorBoardCallback(run_dir / "tensorboard",
                                                 grid if config.grid_slices else None))
     callbacks.append(cb.CheckpointCallback(save, config.checkpoint_every_steps))
-    callbacks.extend(extra_callbacks)
-    val_ds = eval_batches(val_data, config.batch_size) if config.validate else None
+    return callbacks
 
-    limit = total_steps if stop_at_step is None else min(total_steps, stop_at_step)
+
+def _fit(model, config: TrainConfig, train_data: SliceSet, val_ds, callbacks, spe: int,
+         step: int, limit: int) -> int:
+    """Train from global ``step`` to ``limit``: whole epochs in one ``fit``, a partial
+    epoch (a resume or a stop inside an epoch) on its own. Returns the step reached."""
     while step < limit:
         epoch = step // spe
         if step % spe == 0 and limit - step >= spe:
-            end = step + (limit - step) // spe * spe  # whole epochs in one call
+            end = step + (limit - step) // spe * spe
         else:
-            end = min((epoch + 1) * spe, limit)  # a partial epoch on its own
+            end = min((epoch + 1) * spe, limit)
         dataset = training_dataset(
             train_data, batch_size=config.batch_size, steps_per_epoch=spe, seed=config.seed,
-            start_step=step, end_step=end, paired=paired, augmentation=config.augment,
+            start_step=step, end_step=end, paired=config.paired, augmentation=config.augment,
             jitter_size=config.jitter_size if config.augment else None)
         whole = step % spe == 0 and (end - step) % spe == 0
         model.fit(dataset, initial_epoch=epoch, epochs=end // spe if whole else epoch + 1,
@@ -235,20 +343,37 @@ def train(config: TrainConfig, run_dir, data=None, *, train_data: SliceSet | Non
                   validation_data=val_ds, callbacks=callbacks, verbose=config.verbose,
                   shuffle=False)
         step = int(model.global_step.numpy())
-    exported = {}
-    if resumed_from != total_steps or not (run_dir / "export" / "gen_t1_to_t2.keras").is_file():
-        exported = export_generators(model, run_dir / "export")
-    else:
-        print(f"[colab_utils] run {run_dir} was already complete at step {step}; nothing to do")
-    summary = {"global_step": step, "total_steps": total_steps, "steps_per_epoch": spe,
-               "policy": policy, "resumed_from": resumed_from,
-               "exported": {k: str(v) for k, v in exported.items()}}
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return step
+
+
+def _finish(run_dir: Path, result: TrainResult, spe: int) -> TrainResult:
+    summary = {"global_step": result.global_step, "total_steps": result.total_steps,
+               "steps_per_epoch": spe, "policy": result.policy,
+               "resumed_from": result.resumed_from,
+               "exported": {k: str(v) for k, v in result.exported.items()}}
+    atomic_write_bytes(run_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
     print(f"[colab_utils] outputs in {run_dir} (grids/, history.csv, checkpoints/, export/)")
-    return TrainResult(run_dir, step, total_steps, resumed_from, policy, exported)
+    return result
 
 
-def _restore(model: CycleGAN, manager: CheckpointManager, spe: int) -> int | None:
+def _fit_simple(config: TrainConfig, run_dir: Path, train_data: SliceSet,
+                val_data: SliceSet) -> TrainResult:
+    """Fit the Simple baseline's target histograms and save it with a grid of examples."""
+    baseline = SimpleBaseline.fit(train_data)
+    path = baseline.save(run_dir / "export" / SIMPLE_FILE)
+    if config.grid_slices:
+        t1, t2 = _fixed_slices(val_data, config.grid_slices)
+        fig = viz.translation_grid(baseline.translator("t1_to_t2"),
+                                   baseline.translator("t2_to_t1"), t1, t2,
+                                   paired=val_data.paired, title="Simple baseline")
+        cb.save_figure(fig, run_dir / "grids" / "epoch_001.png")
+    print(f"[colab_utils] simple run {run_dir}: fitted T1 and T2 intensity histograms on "
+          f"{len(train_data)} slices")
+    return _finish(run_dir, TrainResult(run_dir, 0, 0, None, "float32",
+                                        {"simple_baseline": path}), 0)
+
+
+def _restore(model, manager: CheckpointManager, spe: int) -> int | None:
     """Load the newest valid checkpoint into ``model``; return its step or ``None``."""
     found = manager.latest()
     if found is None:

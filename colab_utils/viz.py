@@ -16,7 +16,14 @@ from .data.slices import from_network, to_network
 
 
 def translate(generator, images: np.ndarray, batch_size: int = 8) -> np.ndarray:
-    """Run a generator on [0, 1] images (N, H, W, C); return [0, 1] float32."""
+    """Run a generator on [0, 1] images (N, H, W, C); return [0, 1] float32.
+
+    ``generator`` is a Keras model (working in [-1, 1]) or any function of
+    [0, 1] images, such as a :class:`colab_utils.baselines.SimpleBaseline`
+    translator.
+    """
+    if not hasattr(generator, "predict"):
+        return np.clip(np.asarray(generator(images.astype(np.float32)), np.float32), 0.0, 1.0)
     out = generator.predict(to_network(images.astype(np.float32)), batch_size=batch_size,
                             verbose=0)
     return np.clip(from_network(np.asarray(out, np.float32)), 0.0, 1.0)
@@ -99,5 +106,35 @@ def loss_curves(history: list[dict]) -> Figure:
         ax.set_xlabel("epoch")
         ax.set_yscale("log")
         ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def image_table(rows, columns, *, error_columns=(), error_max: float = 0.5,
+                title: str = "") -> Figure:
+    """A table of images: one row per ``(row_label, [image, ...])``, one column per label.
+
+    Images are (H, W, C) or (H, W) in [0, 1], shown in grey; the columns in
+    ``error_columns`` are absolute-error maps, shown in ``magma`` from 0 to
+    ``error_max``.
+    """
+    fig = Figure(figsize=(2.0 * len(columns), 2.0 * len(rows) + 0.5), dpi=100)
+    axes = fig.subplots(len(rows), len(columns), squeeze=False)
+    for r, (row_label, images) in enumerate(rows):
+        for c, image in enumerate(images):
+            ax = axes[r, c]
+            image = np.asarray(image)
+            image = image[..., 0] if image.ndim == 3 else image
+            error = c in error_columns
+            ax.imshow(image, cmap="magma" if error else "gray", vmin=0.0,
+                      vmax=error_max if error else 1.0, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(columns[c], fontsize=7)
+            if c == 0:
+                ax.set_ylabel(row_label, fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig

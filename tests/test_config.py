@@ -7,12 +7,23 @@ from colab_utils.config import TrainConfig
 
 def test_defaults_are_the_cyclegan_paper():
     c = TrainConfig()
-    assert (c.lr, c.beta_1, c.lambda_cycle, c.lambda_identity, c.pool_size, c.gan_mode) == (
-        2e-4, 0.5, 10.0, 5.0, 50, "lsgan")
+    assert (c.lr, c.beta_1, c.lambda_cycle, c.lambda_identity, c.pool_size,
+            c.resolved_gan_mode) == (2e-4, 0.5, 10.0, 5.0, 50, "lsgan")
     assert c.lambda_identity == 0.5 * c.lambda_cycle
     assert (c.image_size, c.n_res_blocks, c.gen_filters, c.epochs, c.epochs_decay) == (
         256, 9, 64, 100, 100)
     assert c.validated() is c
+
+
+def test_each_method_gets_its_papers_gan_loss_and_pairing():
+    assert TrainConfig(model="pix2pix").resolved_gan_mode == "bce"
+    assert TrainConfig(model="cyclegan_s").resolved_gan_mode == "lsgan"
+    assert TrainConfig(model="pix2pix", gan_mode="lsgan").resolved_gan_mode == "lsgan"
+    assert [TrainConfig(model=m).paired for m in ("cyclegan", "cyclegan_s", "pix2pix",
+                                                  "supervised", "simple")] == [
+        False, True, True, True, False]
+    with pytest.raises(ValueError, match="lambda_supervised"):
+        TrainConfig.smoke(model="cyclegan_s", lambda_supervised=0.0)
 
 
 def test_smoke_preset_is_small_and_overridable():
@@ -33,7 +44,8 @@ def test_json_round_trip(tmp_path):
     ("batch_size", 0, "'batch_size': expected > 0"),
     ("gan_mode", "wgan", "'lsgan', 'bce'"),
     ("precision", "fp8", "expected one of"),
-    ("model", "cyclegan_s", "lambda_supervised"),
+    ("model", "unit", "'cyclegan', 'cyclegan_s', 'pix2pix', 'supervised', 'simple'"),
+    ("lambda_l1", -1.0, "'lambda_l1': expected >= 0"),
     ("pool_size", -2, "'pool_size': expected >= 0"),
 ])
 def test_out_of_range_values_are_rejected(field, value, message):

@@ -34,7 +34,7 @@ class SliceSet:
 
     From a slice store, ``t1_subjects``/``t2_subjects`` and ``t1_slices``/
     ``t2_slices`` give each row's subject and axial slice index, and ``mask``
-    the brain mask of each T1 row.
+    and ``t2_mask`` the brain mask of each T1 and each T2 row.
     """
 
     t1: np.ndarray
@@ -46,6 +46,7 @@ class SliceSet:
     t1_slices: np.ndarray | None = None
     t2_slices: np.ndarray | None = None
     mask: np.ndarray | None = None
+    t2_mask: np.ndarray | None = None
 
     def __len__(self) -> int:
         return max(len(self.t1), len(self.t2))
@@ -220,18 +221,19 @@ def _load_store_split(store: Path, split: str, channels, required: bool) -> Slic
                              f"{modality.upper()} slices, the shards hold {len(stack)}")
     meta = json.loads((store / "preprocess.json").read_text())
     paired = bool(meta.get("paired", {}).get(split, False))
-    mask = None
+    masks = {"t1": None, "t2": None}
     if (store / "template_mask.npz").is_file():
         with _open_npz(store / "template_mask.npz") as data:
             all_masks = data["mask"]
-        mask = all_masks[[int(r["slice"]) for r in info["t1"]]][..., None]
+        for modality in masks:
+            masks[modality] = all_masks[[int(r["slice"]) for r in info[modality]]][..., None]
     return _checked(SliceSet(
         t1, t2, paired, f"{store}[{split}]",
         t1_subjects=np.array([r["subject"] for r in info["t1"]]),
         t2_subjects=np.array([r["subject"] for r in info["t2"]]),
         t1_slices=np.array([int(r["slice"]) for r in info["t1"]]),
         t2_slices=np.array([int(r["slice"]) for r in info["t2"]]),
-        mask=mask))
+        mask=masks["t1"], t2_mask=masks["t2"]))
 
 
 def save_split(path, t1, t2, *, paired: bool) -> Path:
@@ -268,6 +270,8 @@ def fit_to_size(slices: SliceSet, size: int) -> SliceSet:
 
     print(f"[colab_utils] {slices.source}: {height}×{width} slices averaged down to "
           f"{size}×{size} (config image_size)")
-    mask = shrink(slices.mask)
+    def shrink_mask(mask):
+        return None if mask is None else shrink(mask.astype(np.float32)) > 0.5
+
     return dataclasses.replace(slices, t1=shrink(slices.t1), t2=shrink(slices.t2),
-                               mask=None if mask is None else mask > 0.5)
+                               mask=shrink_mask(slices.mask), t2_mask=shrink_mask(slices.t2_mask))
