@@ -40,6 +40,44 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _cmd_evaluate(args) -> int:
+    from .evaluation import evaluate
+
+    result = evaluate(args.run, args.data, split=args.split, out=args.out,
+                      batch_size=args.batch_size)
+    print(f"metrics written to {result.directory} (per_slice.csv, per_subject.csv, "
+          "summary.csv, summary.md, examples_*.png)")
+    return 0
+
+
+def _cmd_compare(args) -> int:
+    from .compare import compare
+
+    result = compare(args.runs, args.out, split=args.split, data=args.data,
+                     reference=args.reference, qualitative_slices=args.slices)
+    print(f"comparison written to {result.directory} (report.md, table.csv, tests.csv, PNGs)")
+    return 0
+
+
+def _cmd_synthesize(args) -> int:
+    from .inference import load_method, preprocessing_settings
+    from .synthesis import synthesize_volume
+
+    method = load_method(args.model, direction=args.direction)
+    if args.direction not in method.translators:
+        raise ValueError(f"{args.model}: translates {sorted(method.translators)}, "
+                         f"not {args.direction}")
+    settings = preprocessing_settings(args.model)
+    info = synthesize_volume(
+        method.translators[args.direction], args.input, args.output,
+        direction=args.direction, image_size=method.image_size or settings["size"],
+        slice_size=settings["size"], clip_low=settings["clip_low"],
+        clip_high=settings["clip_high"], batch_size=args.batch_size)
+    print(f"synthetic volume ({method.name}, {args.direction}) written to {args.output} "
+          f"in {info['total_s']:.1f} s")
+    return 0
+
+
 def _cmd_toy(args) -> int:
     from .data.toy import write_toy_dataset
 
@@ -106,9 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser(
-        "train", help="train or resume a CycleGAN run",
-        description="Train a CycleGAN (or CycleGAN_s) on 2-D slices; re-running the same "
-                    "command on the same --run-dir resumes from the last checkpoint.")
+        "train", help="train or resume a run (CycleGAN or a comparison method)",
+        description="Train --model cyclegan (unpaired), cyclegan_s, pix2pix or supervised "
+                    "(paired), or fit the non-learned 'simple' baseline, on 2-D slices; "
+                    "re-running the same command on the same --run-dir resumes from the last "
+                    "checkpoint.")
     train.add_argument("--data", required=True,
                        help="directory with train.npz/val.npz (or train/t1, train/t2 folders "
                             "of .npy slices), or one .npz file")
@@ -164,6 +204,45 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--limit", type=int, default=0, help="only the first N subjects")
     prep.add_argument("--workers", type=int, default=2)
     prep.set_defaults(func=_cmd_preprocess)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="metrics of a trained run on a paired split, both directions",
+        description="MAE, MSE, PSNR, SSIM and mutual information per slice, per subject and "
+                    "summarised, inside the brain mask and over the whole image.")
+    evaluate.add_argument("--run", required=True,
+                          help="run directory (any method) or an exported model file")
+    evaluate.add_argument("--data", required=True, help="slice store")
+    evaluate.add_argument("--split", default="test")
+    evaluate.add_argument("--out", help="output directory (default RUN/metrics/SPLIT)")
+    evaluate.add_argument("--batch-size", type=int, default=8)
+    evaluate.set_defaults(func=_cmd_evaluate)
+
+    comp = commands.add_parser(
+        "compare", help="compare evaluated runs: table, Wilcoxon tests, figures",
+        description="Runs without metrics are evaluated first (needs --data or the store "
+                    "recorded by an earlier evaluation).")
+    comp.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
+    comp.add_argument("--out", required=True, help="output directory")
+    comp.add_argument("--data", help="slice store (evaluate missing runs; qualitative figure)")
+    comp.add_argument("--split", default="test")
+    comp.add_argument("--reference", default="cyclegan",
+                      help="method the others are tested against")
+    comp.add_argument("--slices", type=int, default=3,
+                      help="test slices in the qualitative figure (0: none)")
+    comp.set_defaults(func=_cmd_compare)
+
+    synth = commands.add_parser(
+        "synthesize", help="translate a whole NIfTI volume (T1 -> T2 or back)",
+        description="Registers the input to the MNI152 template, normalises it like the "
+                    "training data, translates every axial slice, and writes the result "
+                    "in the input's own grid and affine.")
+    synth.add_argument("--model", required=True,
+                       help="run directory, or an exported generator .keras / Simple .json")
+    synth.add_argument("--input", required=True, help="input NIfTI (.nii or .nii.gz)")
+    synth.add_argument("--output", required=True, help="output NIfTI")
+    synth.add_argument("--direction", choices=("t1_to_t2", "t2_to_t1"), default="t1_to_t2")
+    synth.add_argument("--batch-size", type=int, default=16)
+    synth.set_defaults(func=_cmd_synthesize)
 
     toy = commands.add_parser("toy", help="write a synthetic slice dataset with a known answer")
     toy.add_argument("--out", required=True, help="output directory")

@@ -113,6 +113,20 @@ def to_slice(plane: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
+def from_slice(image: np.ndarray, plane_shape: tuple[int, int]) -> np.ndarray:
+    """The inverse of :func:`to_slice`: a ``size`` × ``size`` image back to an axial
+    plane of shape ``plane_shape`` (x, y); what padding added is dropped, what
+    cropping removed is zero."""
+    size = image.shape[0]
+    rows, cols = plane_shape[1], plane_shape[0]
+    src_r, dst_r = max((rows - size) // 2, 0), max((size - rows) // 2, 0)
+    src_c, dst_c = max((cols - size) // 2, 0), max((size - cols) // 2, 0)
+    n_r, n_c = min(rows, size), min(cols, size)
+    out = np.zeros((rows, cols), np.float32)
+    out[src_r:src_r + n_r, src_c:src_c + n_c] = image[dst_r:dst_r + n_r, dst_c:dst_c + n_c]
+    return np.flipud(out).T
+
+
 def normalise(volume: np.ndarray, mask: np.ndarray, low: float, high: float) -> np.ndarray:
     """Clip to the ``low``/``high`` percentiles inside ``mask``, scale to [0, 1], zero outside."""
     inside = volume[mask]

@@ -1,0 +1,286 @@
+"""Compare evaluated methods: one table, paired tests against CycleGAN, figures.
+
+Reads each run's ``metrics/SPLIT/`` (written by
+:func:`colab_utils.evaluation.evaluate`; runs not yet evaluated are
+evaluated first when the slice store is known) and writes to ``OUT``::
+
+    table.csv, table.md     mean ± std (median) per method, direction and metric
+    tests.csv               Wilcoxon signed-rank tests, each method vs the reference
+                            (CycleGAN), per subject and per slice
+    boxplots_t1_to_t2.png, boxplots_t2_to_t1.png   masked metrics per slice
+    qualitative_t1_to_t2.png, ...                   input | each method | real | |errors|
+    report.md               all of the above in one page
+
+The per-subject test is the primary one (slices of one subject are not
+independent); the per-slice test is reported for small test sets, where a
+per-subject test cannot reach significance (with n subjects the smallest
+two-sided exact p-value is 2 / 2**n).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from .baselines import DIRECTIONS
+from .data.slices import SliceSet
+from .evaluation import (HIGHER_IS_BETTER, LABELS, METRICS, evaluate, load_paired, predict,
+                         read_csv, write_csv)
+from .fileio import atomic_write_bytes
+from .inference import load_method, method_label
+
+
+@dataclass
+class MethodResults:
+    """One evaluated method: its label, run directory and metric rows."""
+
+    label: str
+    run: Path
+    per_slice: list[dict]
+    per_subject: list[dict]
+    summary: list[dict]
+    data: str | None
+
+
+@dataclass
+class Comparison:
+    directory: Path
+    table: list[dict]
+    tests: list[dict]
+    report: Path
+
+
+def _metrics_dir(run: Path, split: str) -> Path:
+    return run / "metrics" / split
+
+
+def load_results(run, split: str = "test", data=None) -> MethodResults:
+    """A run's evaluation tables (evaluating it first when they are missing and
+    ``data`` is given)."""
+    run = Path(run)
+    directory = _metrics_dir(run, split)
+    if not (directory / "per_slice.csv").is_file():
+        if data is None:
+            raise FileNotFoundError(
+                f"{directory / 'per_slice.csv'}: run {run} has no {split!r} evaluation; run "
+                f"`python -m colab_utils evaluate --run {run} --data STORE` or pass --data")
+        evaluate(run, data, split=split)
+    record = {}
+    if (directory / "evaluation.json").is_file():
+        record = json.loads((directory / "evaluation.json").read_text())
+    return MethodResults(method_label(run), run, read_csv(directory / "per_slice.csv"),
+                         read_csv(directory / "per_subject.csv"),
+                         read_csv(directory / "summary.csv"), record.get("data"))
+
+
+def _unique_labels(results: list[MethodResults]) -> None:
+    seen: dict[str, int] = {}
+    for r in results:
+        seen[r.label] = seen.get(r.label, 0) + 1
+    for r in results:
+        if seen[r.label] > 1:
+            r.label = f"{r.label} ({r.run.name})"
+
+
+def comparison_table(results: list[MethodResults]) -> list[dict]:
+    """Long table: method, direction, metric, region, mean, std, median, n."""
+    return [{"method": r.label, **row} for r in results for row in r.summary]
+
+
+def paired_tests(results: list[MethodResults], reference: MethodResults) -> list[dict]:
+    """Wilcoxon signed-rank test of each method against ``reference`` per masked metric,
+    on per-subject means and on per-slice values (pairs matched by subject / slice)."""
+    rows = []
+    for r in results:
+        if r is reference:
+            continue
+        for direction in DIRECTIONS:
+            for level, mine, theirs, key in (
+                    ("subject", r.per_subject, reference.per_subject, ("subject",)),
+                    ("slice", r.per_slice, reference.per_slice, ("subject", "slice"))):
+                for metric in METRICS:
+                    rows.append(_wilcoxon(r.label, reference.label, direction, level, metric,
+                                          mine, theirs, key))
+    return rows
+
+
+def _wilcoxon(label, ref_label, direction, level, metric, mine, theirs, key) -> dict:
+    column = f"{metric}_masked"
+
+    def values(rows):
+        return {tuple(row[k] for k in key): row[column] for row in rows
+                if row["direction"] == direction and np.isfinite(row[column])}
+
+    a, b = values(mine), values(theirs)
+    common = sorted(set(a) & set(b))
+    x = np.asarray([a[k] for k in common])
+    y = np.asarray([b[k] for k in common])
+    row = {"method": label, "reference": ref_label, "direction": direction, "level": level,
+           "metric": metric, "n": len(common),
+           "median_difference": float(np.median(x - y)) if common else float("nan"),
+           "statistic": float("nan"), "p_value": float("nan"), "note": ""}
+    if len(common) < 2:
+        row["note"] = f"too few matched {level}s ({len(common)}) for a test"
+    elif np.all(x == y):
+        row["note"] = "identical values"
+    else:
+        result = stats.wilcoxon(x, y, zero_method="wilcox", alternative="two-sided")
+        row["statistic"], row["p_value"] = float(result.statistic), float(result.pvalue)
+        better = (row["median_difference"] > 0) == HIGHER_IS_BETTER[metric]
+        row["note"] = f"{label} {'better' if better else 'worse'} by the median difference"
+    return row
+
+
+def table_markdown(table: list[dict], labels: list[str]) -> str:
+    lines = []
+    for direction in DIRECTIONS:
+        rows = [r for r in table if r["direction"] == direction and r["region"] == "masked"]
+        if not rows:
+            continue
+        lines += [f"### {LABELS[direction]}, inside the brain mask (mean ± std over slices)", "",
+                  "| method | " + " | ".join(m.upper() for m in METRICS) + " |",
+                  "|---|" + "---|" * len(METRICS)]
+        best = {}
+        for metric in METRICS:
+            means = {r["method"]: r["mean"] for r in rows if r["metric"] == metric}
+            pick = max if HIGHER_IS_BETTER[metric] else min
+            best[metric] = pick(means, key=means.get) if means else None
+        for label in labels:
+            cells = []
+            for metric in METRICS:
+                r = next((x for x in rows if x["method"] == label and x["metric"] == metric),
+                         None)
+                if r is None:
+                    cells.append("–")
+                    continue
+                cell = f"{r['mean']:.4g} ± {r['std']:.2g}"
+                cells.append(f"**{cell}**" if best[metric] == label else cell)
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def tests_markdown(tests: list[dict]) -> str:
+    lines = ["| method vs reference | direction | level | metric | n | median diff. | p | note |",
+             "|---|---|---|---|---|---|---|---|"]
+    for t in tests:
+        p = "–" if not np.isfinite(t["p_value"]) else f"{t['p_value']:.3g}"
+        lines.append(f"| {t['method']} vs {t['reference']} | {LABELS[t['direction']]} | "
+                     f"{t['level']} | {t['metric'].upper()} | {int(t['n'])} | "
+                     f"{t['median_difference']:.3g} | {p} | {t['note']} |")
+    return "\n".join(lines) + "\n"
+
+
+def boxplots(results: list[MethodResults], direction: str):
+    """Box plots of the masked metrics per slice, one panel per metric."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(3.2 * len(METRICS), 3.6), dpi=100)
+    axes = fig.subplots(1, len(METRICS), squeeze=False)[0]
+    for ax, metric in zip(axes, METRICS):
+        data = []
+        for r in results:
+            values = np.asarray([row[f"{metric}_masked"] for row in r.per_slice
+                                 if row["direction"] == direction], np.float64)
+            data.append(values[np.isfinite(values)])
+        ax.boxplot(data, showmeans=True)
+        ax.set_xticks(range(1, len(results) + 1), [r.label for r in results], rotation=30,
+                      ha="right", fontsize=7)
+        arrow = "↑" if HIGHER_IS_BETTER[metric] else "↓"
+        ax.set_title(f"{metric.upper()} {arrow}", fontsize=9)
+    fig.suptitle(f"{LABELS[direction]}, inside the brain mask, per slice", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def qualitative_figure(results: list[MethodResults], data, split: str, direction: str,
+                       n_slices: int = 3):
+    """Fixed test slices: input | each method | ground truth | each method's |error|."""
+    from .viz import image_table
+
+    methods = [load_method(r.run) for r in results]
+    sizes = {m.image_size for m in methods if m.image_size}
+    if len(sizes) > 1:
+        raise ValueError(f"the runs work at different image sizes {sorted(sizes)}; a "
+                         "qualitative figure needs one size")
+    slices, mask = load_paired(data, split, sizes.pop() if sizes else None)
+    picks = np.unique(np.linspace(0, len(slices.t1) - 1,
+                                  num=min(n_slices, len(slices.t1))).round().astype(int))
+    subset = SliceSet(slices.t1[picks], slices.t2[picks], True, slices.source)
+    estimates = [predict(m, subset, mask[picks], direction) for m in methods]
+    inputs = subset.t1 if direction == "t1_to_t2" else subset.t2
+    truth = subset.t2 if direction == "t1_to_t2" else subset.t1
+    rows = []
+    for j, i in enumerate(picks):
+        errors = [np.abs(e[j] - truth[j]) * mask[i] for e in estimates]
+        rows.append((f"test row {i}", [inputs[j], *[e[j] for e in estimates], truth[j],
+                                       *errors]))
+    source, target = direction.split("_to_")
+    k = len(methods)
+    columns = ([f"{source.upper()} input"] + [r.label for r in results]
+               + [f"real {target.upper()}"] + [f"|error| {r.label}" for r in results])
+    return image_table(rows, columns, error_columns=set(range(k + 2, 2 * k + 2)),
+                       title=f"{LABELS[direction]} on {split} slices")
+
+
+def compare(runs, out, *, split: str = "test", data=None, reference: str = "cyclegan",
+            qualitative_slices: int = 3) -> Comparison:
+    """Compare evaluated runs and write tables, tests and figures to ``out``.
+
+    Args:
+        runs: Run directories (two or more).
+        out: Output directory.
+        split: The evaluated split.
+        data: The slice store: evaluates runs that lack metrics, and draws the
+            qualitative figure (default: the store recorded by the evaluations).
+        reference: The method the others are tested against (its ``model``
+            name or run directory name; CycleGAN by default).
+        qualitative_slices: Test slices in the qualitative figure (0: none).
+    """
+    from .callbacks import save_figure
+
+    runs = [Path(r) for r in runs]
+    if len(runs) < 2:
+        raise ValueError(f"compare: expected at least two runs, got {len(runs)}")
+    results = [load_results(r, split, data) for r in runs]
+    _unique_labels(results)
+    ref = next((r for r in results if reference in (r.label, r.run.name, method_label(r.run))),
+               None)
+    if ref is None:
+        raise ValueError(f"compare: no run of the reference method {reference!r} among "
+                         f"{[r.label for r in results]}; pass --reference")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = comparison_table(results)
+    tests = paired_tests(results, ref)
+    write_csv(out / "table.csv", table)
+    write_csv(out / "tests.csv", tests)
+    labels = [r.label for r in results]
+    table_md = table_markdown(table, labels)
+    atomic_write_bytes(out / "table.md", table_md.encode())
+    figures = []
+    data = data or results[0].data
+    for direction in DIRECTIONS:
+        save_figure(boxplots(results, direction), out / f"boxplots_{direction}.png")
+        figures.append(f"boxplots_{direction}.png")
+        if qualitative_slices and data:
+            save_figure(qualitative_figure(results, data, split, direction, qualitative_slices),
+                        out / f"qualitative_{direction}.png")
+            figures.append(f"qualitative_{direction}.png")
+    n_subjects = {int(row["n_subjects"]) for r in results for row in r.summary}
+    report = [f"# Method comparison on the {split} split", "",
+              "Runs: " + ", ".join(f"{r.label} (`{r.run}`)" for r in results), "",
+              f"Subjects in the split: {sorted(n_subjects)}. Intensities on [0, 1]; "
+              "PSNR in dB; MI in nats; best mean in bold.", "", table_md,
+              f"## Paired Wilcoxon signed-rank tests against {ref.label} (masked metrics)", "",
+              tests_markdown(tests), "## Figures", ""]
+    report += [f"![{name}]({name})" for name in figures]
+    report_path = out / "report.md"
+    atomic_write_bytes(report_path, ("\n".join(report) + "\n").encode())
+    print(f"[colab_utils] compared {len(results)} methods against {ref.label}; "
+          f"report in {report_path}")
+    return Comparison(out, table, tests, report_path)

@@ -1,0 +1,242 @@
+"""Evaluate a trained method on a paired split, both directions, with one protocol.
+
+Every number is computed on the [0, 1] intensity scale with ``data_range=1``
+(PSNR's peak is the data range, not the image maximum), inside the brain mask
+(the template mask of the slice store) and, for reference, over the whole
+image. Written to ``RUN/metrics/SPLIT/``::
+
+    per_slice.csv     direction, subject, slice, row, every metric masked and unmasked
+    per_subject.csv   the mean over each subject's slices
+    summary.csv       per direction and metric: mean, std, median over slices
+    summary.md        the same as Markdown tables
+    examples_t1_to_t2.png, examples_t2_to_t1.png   best and worst slices (masked SSIM)
+    evaluation.json   what was evaluated: run, data, split, image size
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .baselines import DIRECTIONS, brain_masks
+from .data.slices import SliceSet, fit_to_size, load_split
+from .fileio import atomic_write_bytes
+from .inference import Method, load_method
+from .metrics import METRICS, all_metrics
+
+REGIONS = ("masked", "unmasked")
+COLUMNS = tuple(f"{m}_{r}" for r in REGIONS for m in METRICS)
+# Direction in which each metric improves (for "best" in tables).
+HIGHER_IS_BETTER = {"mae": False, "mse": False, "psnr": True, "ssim": True, "mi": True}
+LABELS = {"t1_to_t2": "T1 → T2", "t2_to_t1": "T2 → T1"}
+
+
+@dataclass
+class Evaluation:
+    """Where an evaluation wrote its tables, and its summary rows."""
+
+    directory: Path
+    per_slice: list[dict]
+    per_subject: list[dict]
+    summary: list[dict]
+
+
+def write_csv(path: Path, rows: list[dict], columns=None) -> Path:
+    """Write rows as CSV (atomically); floats with 6 significant digits."""
+    columns = list(columns or (rows[0].keys() if rows else []))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
+    atomic_write_bytes(path, buffer.getvalue().encode())
+    return path
+
+
+def read_csv(path: Path) -> list[dict]:
+    """Rows of a CSV written by :func:`write_csv`, numbers converted back to floats."""
+    def convert(key, value):
+        if key in ("direction", "subject", "method", "metric", "region", "level", "note"):
+            return value
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    with open(path, newline="") as f:
+        return [{k: convert(k, v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _slice_ids(slices: SliceSet) -> tuple[np.ndarray, np.ndarray]:
+    n = len(slices.t1)
+    subjects = slices.t1_subjects if slices.t1_subjects is not None else np.full(n, "-")
+    numbers = slices.t1_slices if slices.t1_slices is not None else np.arange(n)
+    return subjects, numbers
+
+
+def score_predictions(reference: np.ndarray, estimate: np.ndarray,
+                      mask: np.ndarray) -> list[dict]:
+    """Every metric, masked and unmasked, for each slice of (N, H, W, C) arrays."""
+    rows = []
+    for ref, est, inside in zip(reference, estimate, mask):
+        row = {}
+        if inside.any():
+            row.update({f"{k}_masked": v for k, v in
+                        all_metrics(ref, est, data_range=1.0, mask=inside).items()})
+        else:  # a slice without brain has no masked score
+            row.update({f"{k}_masked": float("nan") for k in METRICS})
+        row.update({f"{k}_unmasked": v for k, v in
+                    all_metrics(ref, est, data_range=1.0).items()})
+        rows.append(row)
+    return rows
+
+
+def per_subject_means(per_slice: list[dict]) -> list[dict]:
+    """Mean of every metric over each (direction, subject)'s slices."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in per_slice:
+        groups.setdefault((row["direction"], row["subject"]), []).append(row)
+    out = []
+    for (direction, subject), rows in groups.items():
+        out.append({"direction": direction, "subject": subject, "n_slices": len(rows),
+                    **{c: float(np.nanmean([r[c] for r in rows])) for c in COLUMNS}})
+    return out
+
+
+def summarise(per_slice: list[dict]) -> list[dict]:
+    """Per direction and metric column: mean, std, median and count over slices."""
+    out = []
+    for direction in DIRECTIONS:
+        rows = [r for r in per_slice if r["direction"] == direction]
+        if not rows:
+            continue
+        for column in COLUMNS:
+            values = np.asarray([r[column] for r in rows], np.float64)
+            values = values[np.isfinite(values)]
+            metric, region = column.rsplit("_", 1)
+            out.append({"direction": direction, "metric": metric, "region": region,
+                        "mean": float(values.mean()) if values.size else float("nan"),
+                        "std": float(values.std()) if values.size else float("nan"),
+                        "median": float(np.median(values)) if values.size else float("nan"),
+                        "n_slices": int(values.size),
+                        "n_subjects": len({r["subject"] for r in rows})})
+    return out
+
+
+def summary_markdown(summary: list[dict], title: str) -> str:
+    lines = [f"# {title}", ""]
+    for direction in DIRECTIONS:
+        rows = [r for r in summary if r["direction"] == direction]
+        if not rows:
+            continue
+        n = rows[0]
+        lines += [f"## {LABELS[direction]} ({n['n_slices']} slices, {n['n_subjects']} "
+                  "subjects)", "", "| metric | in brain mask: mean ± std (median) | "
+                  "whole image: mean ± std (median) |", "|---|---|---|"]
+        for metric in METRICS:
+            cells = []
+            for region in REGIONS:
+                r = next(x for x in rows if x["metric"] == metric and x["region"] == region)
+                cells.append(f"{r['mean']:.4g} ± {r['std']:.3g} ({r['median']:.4g})")
+            lines.append(f"| {metric.upper()} | {cells[0]} | {cells[1]} |")
+        lines.append("")
+    lines.append("Intensities on the [0, 1] scale, data_range = 1; PSNR in dB (capped at 100); "
+                 "SSIM: Gaussian window σ 1.5; MI: mutual information in nats (64 bins).")
+    return "\n".join(lines) + "\n"
+
+
+def predict(method: Method, slices: SliceSet, mask: np.ndarray, direction: str) -> np.ndarray:
+    """The method's translation of the split in ``direction``."""
+    inputs = slices.t1 if direction == "t1_to_t2" else slices.t2
+    return method.translate(inputs, mask, direction=direction)
+
+
+def load_paired(data, split: str, image_size: int | None) -> tuple[SliceSet, np.ndarray]:
+    """A paired split at ``image_size`` and its brain masks.
+
+    Raises:
+        ValueError: The split is not paired (nothing to compare against).
+    """
+    slices = load_split(data, split)
+    if not slices.paired:
+        raise ValueError(f"{slices.source}: evaluation needs a paired split (the real T2 of "
+                         "each T1 slice), but this one is unpaired")
+    if image_size:
+        slices = fit_to_size(slices, image_size)
+    if slices.mask is not None:
+        mask = slices.mask.astype(bool)
+    else:
+        mask = brain_masks(slices.t1, None) | brain_masks(slices.t2, None)
+    return slices, mask
+
+
+def evaluate(run, data, *, split: str = "test", out=None, batch_size: int = 8,
+             examples: int = 3) -> Evaluation:
+    """Evaluate a run (or exported model) on a paired split, in both directions.
+
+    Args:
+        run: A run directory or exported model (see :func:`load_method`).
+        data: The slice store (or any layout :func:`load_split` reads).
+        split: Which split (``"test"``; ``"val"`` while tuning).
+        out: Output directory (default ``RUN/metrics/SPLIT``).
+        batch_size: Inference batch size.
+        examples: How many best and worst slices to show per direction.
+
+    Returns:
+        An :class:`Evaluation`.
+    """
+    method = load_method(run, batch_size=batch_size)
+    slices, mask = load_paired(data, split, method.image_size)
+    directory = Path(out) if out else Path(run) / "metrics" / split
+    directory.mkdir(parents=True, exist_ok=True)
+    subjects, numbers = _slice_ids(slices)
+    per_slice = []
+    for direction in method.translators:
+        estimate = predict(method, slices, mask, direction)
+        reference = slices.t2 if direction == "t1_to_t2" else slices.t1
+        scores = score_predictions(reference, estimate, mask)
+        for i, row in enumerate(scores):
+            per_slice.append({"direction": direction, "subject": str(subjects[i]),
+                              "slice": int(numbers[i]), "row": i, **row})
+        if examples:
+            inputs = slices.t1 if direction == "t1_to_t2" else slices.t2
+            fig = examples_figure(inputs, estimate, reference, mask, scores, direction,
+                                  method.name, examples)
+            from .callbacks import save_figure
+            save_figure(fig, directory / f"examples_{direction}.png")
+    per_subject = per_subject_means(per_slice)
+    summary = summarise(per_slice)
+    write_csv(directory / "per_slice.csv", per_slice)
+    write_csv(directory / "per_subject.csv", per_subject)
+    write_csv(directory / "summary.csv", summary)
+    atomic_write_bytes(directory / "summary.md", summary_markdown(
+        summary, f"{method.name}: {split} split of {data}").encode())
+    record = {"run": str(run), "method": method.name, "data": str(Path(data).resolve()),
+              "split": split, "image_size": method.image_size, "n_slices": len(slices.t1)}
+    atomic_write_bytes(directory / "evaluation.json", (json.dumps(record, indent=2) + "\n").encode())
+    print(f"[colab_utils] evaluated {method.name} on {len(slices.t1)} {split} slices; "
+          f"tables and figures in {directory}")
+    return Evaluation(directory, per_slice, per_subject, summary)
+
+
+def examples_figure(inputs, estimate, reference, mask, scores, direction, name, count):
+    """Best and worst slices by masked SSIM: input | synthetic | real | |error|."""
+    from .viz import image_table
+
+    ssim = np.asarray([s["ssim_masked"] for s in scores], np.float64)
+    order = np.argsort(np.where(np.isfinite(ssim), ssim, np.inf))
+    picks = list(dict.fromkeys(list(order[::-1][:count]) + list(order[:count])))
+    rows = []
+    for i in picks:
+        label = "best" if i in order[::-1][:count] else "worst"
+        rows.append((f"{label}: row {i}, SSIM {ssim[i]:.3f}",
+                     [inputs[i], estimate[i], reference[i],
+                      np.abs(estimate[i] - reference[i]) * mask[i]]))
+    source, target = direction.split("_to_")
+    return image_table(rows, [f"{source.upper()} input", f"{name} {target.upper()}",
+                              f"real {target.upper()}", "|error| in mask"],
+                       error_columns={3}, title=f"{name}, {LABELS[direction]}")

@@ -1,0 +1,154 @@
+"""Whole-volume synthesis: a NIfTI in, its translation out, in the input's own space.
+
+The input goes through the training data's preprocessing (affine registration
+to the MNI152 template, clipping to percentiles inside the brain mask, [0, 1]
+scaling, axial slices padded to the store's slice size), every axial slice
+that holds brain is translated in batches, and the result is mapped back:
+
+- intensities: [0, 1] is stretched to the input's own clipped range (its
+  ``clip_low``–``clip_high`` percentiles inside the brain), so the synthetic
+  volume has the same units and windowing as the input. Contrast is what the
+  model learned; absolute units of the other modality cannot be known.
+- space: the template-space volume is resampled through the inverse of the
+  registration onto the input's grid and stored with the input's affine and
+  voxel layout (same shape, same orientation), so it overlays the input in any
+  viewer.
+
+Synthesis covers the template's brain mask (what the models were trained on);
+voxels outside it are zero.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .data.nifti import load_volume, save_volume
+from .data.preprocess import from_slice, to_slice
+
+Translate = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def _resize(images: np.ndarray, size: int) -> np.ndarray:
+    """Square (N, S, S) images to (N, size, size): block means down, bilinear up."""
+    n, current = images.shape[0], images.shape[1]
+    if size == current:
+        return images
+    if current % size == 0:
+        factor = current // size
+        return images.reshape(n, size, factor, size, factor).mean(axis=(2, 4), dtype=np.float32)
+    from scipy.ndimage import zoom
+
+    return zoom(images, (1, size / current, size / current), order=1).astype(np.float32)
+
+
+def _original_layout(data_ras: np.ndarray, input_path: Path):
+    """A RAS+ array back in the voxel layout of the file it came from, with that file's affine."""
+    import nibabel as nib
+
+    image = nib.load(str(input_path))
+    stored = nib.orientations.io_orientation(image.affine)
+    ras = nib.orientations.axcodes2ornt(("R", "A", "S"))
+    back = nib.orientations.ornt_transform(ras, stored)
+    data = nib.orientations.apply_orientation(data_ras, back)
+    return data, image.affine
+
+
+def synthesize_volume(translate: Translate, input_path, output_path, *, direction: str,
+                      image_size: int, slice_size: int = 256, clip_low: float = 0.5,
+                      clip_high: float = 99.5, batch_size: int = 16,
+                      log=print) -> dict:
+    """Translate a whole NIfTI volume and write the result in the input's space.
+
+    Args:
+        translate: ``(images, masks) -> images`` on (N, H, W, 1) float32 in [0, 1]
+            (a :class:`colab_utils.inference.Method` translator).
+        input_path: The input volume (a T1 for ``t1_to_t2``, a T2 for ``t2_to_t1``).
+        output_path: Where to write the synthetic volume (``.nii`` or ``.nii.gz``).
+        direction: ``"t1_to_t2"`` or ``"t2_to_t1"`` (recorded in the header).
+        image_size: The model's input size; slices are averaged down to it and
+            the result is interpolated back up to ``slice_size``.
+        slice_size: The slice size of the training store (slices are padded to it).
+        clip_low, clip_high: The intensity percentiles used in preprocessing.
+        batch_size: Slices per call of ``translate``.
+        log: Progress messages (``print``; ``None`` for silence).
+
+    Returns:
+        ``{"output", "n_slices", "shape", "load_s", "register_s", "translate_s",
+        "resample_s", "save_s", "total_s"}``.
+
+    Raises:
+        FileNotFoundError, ValueError: The input cannot be read as a 3-D volume,
+            or it holds no usable intensities inside the brain.
+    """
+    from .data import registration as reg
+
+    input_path, output_path = Path(input_path), Path(output_path)
+    if slice_size % image_size and image_size > slice_size:
+        raise ValueError(f"image_size {image_size} is larger than slice_size {slice_size}")
+    timings = {}
+    started = clock = time.perf_counter()
+
+    def lap(name):
+        nonlocal clock
+        now = time.perf_counter()
+        timings[f"{name}_s"] = round(now - clock, 3)
+        clock = now
+
+    volume, affine = load_volume(input_path)
+    if not np.ptp(volume) > 0:
+        raise ValueError(f"{input_path}: expected a brain MRI, got a constant volume "
+                         f"({volume.flat[0]:.4g} everywhere)")
+    template, mask, template_affine = reg.mni_template()
+    fixed = reg.to_sitk(template, template_affine)
+    moving = reg.to_sitk(volume, affine)
+    lap("load")
+    try:
+        registration = reg.register_affine(fixed, moving)   # template point -> input point
+    except RuntimeError as err:
+        raise ValueError(f"{input_path}: registration to the MNI152 template failed "
+                         f"({str(err).strip().splitlines()[-1]})") from err
+    in_template, _ = reg.from_sitk(reg.resample(moving, fixed, registration.transform))
+    lap("register")
+
+    inside = in_template[mask]
+    lo, hi = np.percentile(inside, [clip_low, clip_high])
+    if not hi > lo:
+        raise ValueError(f"{input_path}: expected varying intensities inside the brain after "
+                         f"registration, got a constant {lo:.4g} (is it a brain MRI?)")
+    normalised = np.clip((in_template - lo) / (hi - lo), 0, 1).astype(np.float32)
+    normalised[~mask] = 0.0
+    zs = [k for k in range(mask.shape[2]) if mask[:, :, k].any()]
+    planes = np.stack([to_slice(normalised[:, :, k], slice_size) for k in zs])
+    masks = np.stack([to_slice(mask[:, :, k].astype(np.float32), slice_size) for k in zs])
+    small = _resize(planes, image_size)[..., None]
+    small_masks = _resize(masks, image_size)[..., None] > 0.5
+    outputs = []
+    for start in range(0, len(zs), batch_size):
+        outputs.append(np.asarray(translate(small[start:start + batch_size],
+                                            small_masks[start:start + batch_size]),
+                                  np.float32)[..., 0])
+    synthetic = _resize(np.clip(np.concatenate(outputs), 0, 1), slice_size)
+    lap("translate")
+
+    out_template = np.zeros(mask.shape, np.float32)
+    for k, image in zip(zs, synthetic):
+        out_template[:, :, k] = from_slice(image, mask.shape[:2])
+    out_template = np.where(mask, lo + out_template * (hi - lo), 0.0).astype(np.float32)
+    back = reg.resample(reg.to_sitk(out_template, template_affine), moving,
+                        registration.transform.GetInverse())
+    out_ras, _ = reg.from_sitk(back)
+    data, file_affine = _original_layout(out_ras, input_path)
+    lap("resample")
+    save_volume(output_path, data, file_affine,
+                description=f"colab_utils synthetic {direction.replace('_to_', '->')}")
+    lap("save")
+    timings["total_s"] = round(time.perf_counter() - started, 3)
+    if log:
+        log(f"[colab_utils] {input_path.name}: {len(zs)} axial slices translated "
+            f"({direction}) in {timings['total_s']:.1f} s -> {output_path}")
+    return {"output": str(output_path), "n_slices": len(zs), "shape": list(data.shape),
+            **timings}
