@@ -102,6 +102,11 @@ class TrainConfig:
         values.update(overrides)
         return cls(**values).validated()
 
+    @staticmethod
+    def jitter_for(image_size: int) -> int:
+        """The paper's jitter ratio (286 for 256) at another size, rounded to even."""
+        return int(round(image_size * 286 / 256 / 2)) * 2
+
     @property
     def total_epochs(self) -> int:
         return self.epochs + self.epochs_decay

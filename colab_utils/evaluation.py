@@ -216,11 +216,20 @@ def evaluate(run, data, *, split: str = "test", out=None, batch_size: int = 8,
     atomic_write_bytes(directory / "summary.md", summary_markdown(
         summary, f"{method.name}: {split} split of {data}").encode())
     record = {"run": str(run), "method": method.name, "data": str(Path(data).resolve()),
-              "split": split, "image_size": method.image_size, "n_slices": len(slices.t1)}
+              "split": split, "image_size": method.image_size, "n_slices": len(slices.t1),
+              "trained_step": trained_step(run)}
     atomic_write_bytes(directory / "evaluation.json", (json.dumps(record, indent=2) + "\n").encode())
     print(f"[colab_utils] evaluated {method.name} on {len(slices.t1)} {split} slices; "
           f"tables and figures in {directory}")
     return Evaluation(directory, per_slice, per_subject, summary)
+
+
+def trained_step(run) -> int | None:
+    """The global step a run directory finished training at (``summary.json``), if known."""
+    try:
+        return int(json.loads((Path(run) / "summary.json").read_text())["global_step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def examples_figure(inputs, estimate, reference, mask, scores, direction, name, count):

@@ -1,0 +1,81 @@
+"""Whole-volume synthesis time: a 256×256×150 T1 volume to a synthetic T2 in the input's space.
+
+Registration to MNI152, normalisation, every brain slice through a paper-size
+ResNet-9 generator at 256×256 (untrained weights: the time is the same), and
+resampling back. Prints one JSON line:
+
+    python benchmarks/synthesize.py [--precision float32|mixed_bfloat16] [--batch-size 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def test_volume(path: Path) -> tuple:
+    """A phantom T1 resampled to 256×256×150 (1 × 1 × 1.2 mm), written to ``path``."""
+    import numpy as np
+    from scipy import ndimage
+
+    from colab_utils.data.nifti import save_volume
+    from colab_utils.data.phantom import make_subject
+
+    t1, affine, *_ = make_subject(0, seed=0)
+    depth = t1.shape[2]
+    volume = ndimage.zoom(t1, (1, 1, 150 / depth), order=1)
+    affine = affine @ np.diag([1.0, 1.0, (depth - 1) / (volume.shape[2] - 1), 1.0])
+    save_volume(path, volume, affine, dtype=np.int16)
+    return volume.shape
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--precision", default="float32",
+                        choices=("float32", "mixed_bfloat16", "mixed_float16"))
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--image-size", type=int, default=256)
+    args = parser.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+    import keras
+
+    from _memory import PeakTreeMemory
+    from colab_utils.inference import keras_translator
+    from colab_utils.models import resnet_generator
+    from colab_utils.synthesis import synthesize_volume
+
+    keras.mixed_precision.set_dtype_policy(args.precision)
+    keras.utils.set_random_seed(0)
+    generator = resnet_generator(image_size=args.image_size, n_blocks=9)
+    translate = keras_translator(generator, args.batch_size)
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "t1.nii.gz"
+        shape = test_volume(source)
+        with PeakTreeMemory() as memory:
+            started = time.perf_counter()
+            info = synthesize_volume(translate, source, Path(tmp) / "t2_synth.nii.gz",
+                                     direction="t1_to_t2", image_size=args.image_size,
+                                     batch_size=args.batch_size, log=None)
+            seconds = time.perf_counter() - started
+    print(json.dumps({
+        "benchmark": "synthesize", "volume_shape": list(shape), "image_size": args.image_size,
+        "generator": "resnet_9blocks", "precision": args.precision,
+        "batch_size": args.batch_size, "cpu_count": os.cpu_count(),
+        "s_per_volume": round(seconds, 2), "n_slices": info["n_slices"],
+        "s_per_slice": round(info["translate_s"] / info["n_slices"], 4),
+        **{k: info[k] for k in ("load_s", "register_s", "translate_s", "resample_s", "save_s")},
+        "peak_rss_mb": round(memory.peak_mb, 1)}))
+
+
+if __name__ == "__main__":
+    main()
