@@ -91,8 +91,17 @@ def _cmd_pipeline(args) -> int:
         methods=tuple(args.methods.split(",")) if args.methods else defaults.methods,
         epochs=args.epochs, epochs_decay=args.epochs_decay,
         steps_per_epoch=args.steps_per_epoch, precision=args.precision)
-    record = run_pipeline(args.out, args.data, settings, input_dir=args.input)
+    record = run_pipeline(args.out, args.data, settings, source=args.source,
+                          folder=args.folder, gdrive_id=args.gdrive_id)
     print(f"whole chain done in {record['total_seconds']:.0f} s; report: {record['report']}")
+    return 0
+
+
+def _cmd_notebooks(args) -> int:
+    from .notebooks import set_repository, write_notebooks
+
+    paths = set_repository(args.repo) if args.repo else write_notebooks()
+    print("written: " + ", ".join(str(p) for p in paths))
     return 0
 
 
@@ -269,8 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "re-running continues where an interrupted run stopped.")
     pipe.add_argument("--out", default="runs/phantom", help="runs and comparison directory")
     pipe.add_argument("--data", default="data", help="phantom and slice store directory")
-    pipe.add_argument("--input", help="your own folder of T1/T2 NIfTI pairs instead of the "
-                                      "phantom")
+    pipe.add_argument("--source", default="phantom",
+                      choices=("phantom", "ixi", "folder", "gdrive"),
+                      help="phantom (offline), ixi (download --subjects of them), folder "
+                           "(--folder: your own T1/T2 pairs), gdrive (--gdrive-id)")
+    pipe.add_argument("--folder", help="source folder: a folder of T1/T2 NIfTI pairs")
+    pipe.add_argument("--gdrive-id", default="", help="source gdrive: a shared folder ID or URL")
     pipe_defaults = PipelineSettings()
     for name in ("subjects", "seed", "image_size", "epochs", "epochs_decay", "steps_per_epoch"):
         pipe.add_argument(f"--{name.replace('_', '-')}", type=int,
@@ -280,6 +293,14 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("--methods", help="comma-separated, default "
                                         + ",".join(pipe_defaults.methods))
     pipe.set_defaults(func=_cmd_pipeline)
+
+    nbs = commands.add_parser(
+        "notebooks", help="regenerate notebooks/*.ipynb (and set the repository slug)",
+        description="Writes the four notebooks without outputs from colab_utils.notebooks. "
+                    "--repo OWNER/NAME points the Open-in-Colab badges, the install cell and "
+                    "the README at another GitHub repository (e.g. your fork).")
+    nbs.add_argument("--repo", help="GitHub OWNER/NAME (default: colab_utils.colab.REPOSITORY)")
+    nbs.set_defaults(func=_cmd_notebooks)
 
     toy = commands.add_parser("toy", help="write a synthetic slice dataset with a known answer")
     toy.add_argument("--out", required=True, help="output directory")

@@ -50,8 +50,22 @@ class PipelineSettings:
     # The identity loss asks G_t1→t2(T2) = T2, which fights an inverted contrast; in the
     # short demo it holds CycleGAN back (masked SSIM 0.12 with 5, 0.41 without, 400 steps).
     lambda_identity: float = 0.0
+    pool_size: int = 20
     precision: str = "auto"
     workers: int = 2
+
+    @classmethod
+    def preset(cls, name: str = "demo", **overrides) -> "PipelineSettings":
+        """``demo`` (the defaults: minutes on a CPU) or ``paper``: the CycleGAN paper's
+        networks, 256 px, every brain slice, 100 + 100 epochs (hours on a GPU)."""
+        check_choice("preset", name, ("demo", "paper"))
+        values = {}
+        if name == "paper":
+            values = dict(slices="brain", image_size=256, epochs=100, epochs_decay=100,
+                          steps_per_epoch=0, batch_size=1, lr=2e-4, gen_filters=64,
+                          n_res_blocks=9, disc_filters=64, lambda_identity=5.0, pool_size=50)
+        values.update(overrides)
+        return cls(**values).validated()
 
     def validated(self) -> "PipelineSettings":
         for method in self.methods:
@@ -79,7 +93,7 @@ def method_config(method: str, settings: PipelineSettings) -> TrainConfig:
         jitter_size=TrainConfig.jitter_for(settings.image_size),
         gen_filters=settings.gen_filters, n_res_blocks=settings.n_res_blocks,
         disc_filters=settings.disc_filters, disc_layers=3,
-        lambda_identity=settings.lambda_identity, pool_size=20,
+        lambda_identity=settings.lambda_identity, pool_size=settings.pool_size,
         batch_size=settings.batch_size, lr=settings.lr, epochs=settings.epochs,
         epochs_decay=settings.epochs_decay, max_steps_per_epoch=settings.steps_per_epoch,
         precision=settings.precision, seed=settings.seed, tensorboard=False, grid_slices=2,
@@ -97,68 +111,144 @@ def _evaluated(run: Path, split: str) -> bool:
     return step is not None and json.loads(record.read_text()).get("trained_step") == step
 
 
+DATA_SOURCES = ("phantom", "ixi", "folder", "gdrive")
+
+
+class StepTimer:
+    """Runs named steps, logs them, and records how long each took."""
+
+    def __init__(self, log=print):
+        self.log = log or (lambda message: None)
+        self.steps: list[dict] = []
+
+    def __call__(self, name: str, function, **extra):
+        self.log(f"[pipeline] {name} ...")
+        started = time.perf_counter()
+        result = function()
+        seconds = round(time.perf_counter() - started, 1)
+        self.steps.append({"step": name, "seconds": seconds, **extra})
+        self.log(f"[pipeline] {name}: {seconds:.1f} s")
+        return result
+
+
+def preprocess_config(settings: PipelineSettings):
+    from .data.preprocess import PreprocessConfig
+
+    return PreprocessConfig(slices=settings.slices, slice_range=tuple(settings.slice_range),
+                            val_fraction=settings.val_fraction,
+                            test_fraction=settings.test_fraction).validated()
+
+
+def prepare_data(source: str = "phantom", data="data", settings: PipelineSettings | None = None,
+                 *, folder=None, gdrive_id: str = "", timer: StepTimer | None = None) -> Path:
+    """Get a data source and preprocess it into ``DATA/SOURCE_store``; return the store.
+
+    Args:
+        source: ``"phantom"`` (generated offline), ``"ixi"`` (downloaded and
+            verified; ``settings.subjects`` of them, streamed), ``"folder"``
+            (your own T1/T2 NIfTI pairs in ``folder``, e.g. BraTS or OASIS) or
+            ``"gdrive"`` (a shared Google Drive folder ``gdrive_id`` of NIfTI pairs).
+        data: The data directory (e.g. on Google Drive in Colab).
+        settings: Subjects, slices and splits (:class:`PipelineSettings`).
+        folder, gdrive_id: For the ``folder`` and ``gdrive`` sources.
+        timer: Records the steps (a :class:`StepTimer`).
+
+    Each step skips what is already done, so calling it again is cheap.
+    """
+    from .data.download import download_gdrive
+    from .data.ixi import fetch_ixi
+    from .data.nifti import find_pairs
+    from .data.phantom import write_phantom
+    from .data.preprocess import preprocess
+
+    check_choice("source", source, DATA_SOURCES)
+    settings = (settings or PipelineSettings()).validated()
+    timer = timer or StepTimer()
+    data = Path(data)
+    if source == "phantom":
+        timer("phantom", lambda: write_phantom(data / "phantom", settings.subjects, settings.seed),
+              subjects=settings.subjects)
+        pairs = find_pairs(data / "phantom").pairs
+    elif source == "ixi":
+        pairs = timer("download ixi", lambda: fetch_ixi(data / "ixi", subjects=settings.subjects))
+    elif source == "folder":
+        if not folder or not Path(folder).is_dir():
+            raise FileNotFoundError(f"source 'folder': expected a folder of T1/T2 NIfTI pairs, "
+                                    f"got {folder!r}")
+        pairs = find_pairs(folder).pairs
+    else:
+        if not gdrive_id:
+            raise ValueError("source 'gdrive': expected the ID (or share URL) of a Google Drive "
+                             "folder of T1/T2 NIfTI pairs")
+        path = timer("download gdrive", lambda: download_gdrive(gdrive_id, data / "gdrive",
+                                                                 folder=True))
+        pairs = find_pairs(path).pairs
+    if len(pairs) < 3:
+        raise ValueError(f"{source}: expected at least 3 subjects with both a T1 and a T2 "
+                         f"(train, val and test need one each), found {len(pairs)}")
+    store = data / f"{source}_store"
+    timer("preprocess", lambda: preprocess(pairs, store, preprocess_config(settings),
+                                           workers=settings.workers))
+    return store
+
+
+def train_methods(store, out, settings: PipelineSettings, *, timer: StepTimer | None = None,
+                  show_inline=False) -> list[Path]:
+    """Train (or resume, or find finished) every method of ``settings`` into ``OUT/METHOD``."""
+    from .training import train
+
+    timer = timer or StepTimer()
+    runs = []
+    for method in settings.methods:
+        run = Path(out) / method
+        cfg = method_config(method, settings)
+        timer(f"train {method}", lambda: train(cfg, run, store, show_inline=show_inline),
+              steps=cfg.total_epochs * cfg.max_steps_per_epoch if method != "simple" else 0)
+        runs.append(run)
+    return runs
+
+
+def evaluate_runs(runs, store, *, split: str = "test", timer: StepTimer | None = None) -> None:
+    """Evaluate each run that has no evaluation of its current training state."""
+    from .evaluation import evaluate
+
+    timer = timer or StepTimer()
+    for run in runs:
+        if _evaluated(run, split):
+            timer.log(f"[pipeline] {run.name}: already evaluated at its last training step")
+            continue
+        timer(f"evaluate {run.name}", lambda: evaluate(run, store, split=split))
+
+
 def run_pipeline(out="runs/phantom", data="data", settings: PipelineSettings | None = None,
-                 *, input_dir=None, log=print) -> dict:
+                 *, source: str = "phantom", folder=None, gdrive_id: str = "",
+                 log=print) -> dict:
     """Run the whole chain and return its record (also written to ``OUT/pipeline.json``).
 
     Args:
         out: Where the runs (``OUT/METHOD/``) and the comparison (``OUT/comparison/``) go.
-        data: Where the phantom (``DATA/phantom``) and slice store (``DATA/phantom_store``) go.
+        data: Where the data and slice store go (see :func:`prepare_data`).
         settings: A :class:`PipelineSettings` (default: the demo).
-        input_dir: A folder of your own T1/T2 NIfTI pairs instead of the phantom
-            (the store then goes to ``DATA/store``).
+        source, folder, gdrive_id: The data source (see :func:`prepare_data`).
         log: Progress messages.
 
     Returns:
-        ``{"settings", "steps": [{"step", "seconds", ...}], "report", "table"}``.
+        ``{"settings", "data", "steps": [{"step", "seconds", ...}], "total_seconds",
+        "report", "table"}``.
     """
     from .compare import compare
-    from .data.nifti import find_pairs
-    from .data.phantom import write_phantom
-    from .data.preprocess import PreprocessConfig, preprocess
-    from .evaluation import evaluate
-    from .training import train
 
     settings = (settings or PipelineSettings()).validated()
-    out, data = Path(out), Path(data)
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    steps: list[dict] = []
-
-    def timed(name, function, **extra):
-        log(f"[pipeline] {name} ...")
-        started = time.perf_counter()
-        result = function()
-        seconds = round(time.perf_counter() - started, 1)
-        steps.append({"step": name, "seconds": seconds, **extra})
-        log(f"[pipeline] {name}: {seconds:.1f} s")
-        return result
-
-    if input_dir is None:
-        input_dir = data / "phantom"
-        store = data / "phantom_store"
-        timed("phantom", lambda: write_phantom(input_dir, settings.subjects, settings.seed),
-              subjects=settings.subjects)
-    else:
-        input_dir, store = Path(input_dir), data / "store"
-    config = PreprocessConfig(slices=settings.slices, slice_range=tuple(settings.slice_range),
-                              val_fraction=settings.val_fraction,
-                              test_fraction=settings.test_fraction).validated()
-    timed("preprocess", lambda: preprocess(find_pairs(input_dir).pairs, store, config,
-                                           workers=settings.workers))
-    runs = []
-    for method in settings.methods:
-        run = out / method
-        cfg = method_config(method, settings)
-        timed(f"train {method}", lambda: train(cfg, run, store, show_inline=False),
-              steps=cfg.total_epochs * cfg.max_steps_per_epoch if method != "simple" else 0)
-        runs.append(run)
-    for run in runs:
-        if _evaluated(run, "test"):
-            log(f"[pipeline] {run.name}: already evaluated at its last training step")
-            continue
-        timed(f"evaluate {run.name}", lambda: evaluate(run, store, split="test"))
-    comparison = timed("compare", lambda: compare(runs, out / "comparison", data=store,
+    timer = StepTimer(log)
+    store = prepare_data(source, data, settings, folder=folder, gdrive_id=gdrive_id,
+                         timer=timer)
+    runs = train_methods(store, out, settings, timer=timer)
+    evaluate_runs(runs, store, timer=timer)
+    comparison = timer("compare", lambda: compare(runs, out / "comparison", data=store,
                                                   reference=settings.reference))
+    steps = timer.steps
     record = {"settings": settings.to_dict(), "data": str(store), "steps": steps,
               "total_seconds": round(sum(s["seconds"] for s in steps), 1),
               "report": str(comparison.report)}
@@ -167,9 +257,32 @@ def run_pipeline(out="runs/phantom", data="data", settings: PipelineSettings | N
         "\n## How long each step took (this run)\n\n" + timings_markdown(steps) + "\n\n"
         f"Settings: `{json.dumps(settings.to_dict())}`\n")
     atomic_write_bytes(comparison.report, report.encode())
-    log(timings_markdown(steps))
-    log(f"[pipeline] report: {comparison.report}")
+    timer.log(timings_markdown(steps))
+    timer.log(f"[pipeline] report: {comparison.report}")
     return {**record, "table": comparison.table}
+
+
+def store_report(store) -> str:
+    """Markdown: subjects and slices per split, and each subject's registration quality."""
+    import csv
+
+    store = Path(store)
+    info = json.loads((store / "preprocess.json").read_text())
+    counts: dict[str, int] = {}
+    with open(store / "index.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            if row.get("modality", "t1") == "t1":
+                counts[row["split"]] = counts.get(row["split"], 0) + 1
+    lines = [f"**Slice store** `{store}`", "", "| split | subjects | T1 slices |", "|---|---|---|"]
+    for split, subjects in info["splits"].items():
+        lines.append(f"| {split} | {len(subjects)} | {counts.get(split, 0)} |")
+    lines += ["", "| subject | corr(T1, template) | outlier |", "|---|---|---|"]
+    with open(store / "qc.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            corr = row.get("corr_t1_template", "")
+            lines.append(f"| {row['subject']} | {float(corr):.3f} | {row.get('outlier', '')} |"
+                         if corr else f"| {row['subject']} | failed: {row.get('error', '')} | |")
+    return "\n".join(lines) + "\n"
 
 
 def timings_markdown(steps: list[dict]) -> str:

@@ -1,0 +1,132 @@
+"""Colab integration: where the project lives, Drive, hardware, and inline display.
+
+``REPOSITORY`` is the one place the project's GitHub slug is set. The
+notebooks' "Open in Colab" badges and their install cell are generated from
+it by ``python tools/build_notebooks.py``; to publish a fork, change it here
+and run that script (a test checks that the notebooks match).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+REPOSITORY = "mri-synthesis/t1t2-cyclegan-colab"
+BRANCH = "main"
+DRIVE_MOUNT = Path("/content/drive")
+DRIVE_FOLDER = "MyDrive"
+
+
+def colab_url(notebook_path: str, repository: str = REPOSITORY, branch: str = BRANCH) -> str:
+    """The "Open in Colab" address of a notebook of the repository."""
+    return f"https://colab.research.google.com/github/{repository}/blob/{branch}/{notebook_path}"
+
+
+def in_colab() -> bool:
+    """True inside a Google Colab runtime."""
+    return "google.colab" in sys.modules
+
+
+@dataclass
+class Workspace:
+    """Where a notebook keeps data and runs (on Google Drive when mounted)."""
+
+    root: Path
+    data: Path
+    runs: Path
+    on_drive: bool
+
+    def describe(self) -> str:
+        place = "Google Drive (survives a disconnect)" if self.on_drive else \
+            "the local disk" + (" of the runtime (lost when it disconnects)" if in_colab() else "")
+        return f"data in {self.data}, runs in {self.runs}, on {place}"
+
+
+def workspace(workdir: str = "mri-cyclegan", *, use_drive: bool = True) -> Workspace:
+    """Create the working folders; in Colab with ``use_drive``, mount Drive and use it.
+
+    Args:
+        workdir: Folder name (relative: under ``MyDrive`` on Drive, else under the
+            current directory) or an absolute path.
+        use_drive: Mount Google Drive in Colab (ignored outside Colab).
+    """
+    on_drive = bool(use_drive and in_colab())
+    if on_drive:
+        from google.colab import drive  # type: ignore[import-not-found]
+
+        drive.mount(str(DRIVE_MOUNT))
+        base = DRIVE_MOUNT / DRIVE_FOLDER
+    else:
+        base = Path.cwd()
+    root = Path(workdir) if Path(workdir).is_absolute() else base / workdir
+    space = Workspace(root, root / "data", root / "runs", on_drive)
+    space.data.mkdir(parents=True, exist_ok=True)
+    space.runs.mkdir(parents=True, exist_ok=True)
+    print(f"[colab_utils] {space.describe()}")
+    return space
+
+
+def hardware() -> dict:
+    """The accelerator this runtime has and the mixed-precision policy chosen for it."""
+    import tensorflow as tf
+
+    from .precision import auto_policy, cpu_has_bf16
+
+    tpus = tf.config.list_logical_devices("TPU")
+    gpus = tf.config.list_physical_devices("GPU")
+    if tpus:
+        device = f"TPU ({len(tpus)} cores)"
+    elif gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        name = details.get("device_name", "GPU")
+        capability = details.get("compute_capability")
+        device = f"{len(gpus)} × {name}" + (f" (compute {capability[0]}.{capability[1]})"
+                                            if capability else "")
+    else:
+        device = "CPU only" + (" (bfloat16 instructions)" if cpu_has_bf16() else "")
+    return {"device": device, "policy": auto_policy(), "tensorflow": tf.__version__}
+
+
+def report_hardware() -> dict:
+    """Print and return :func:`hardware`, with advice when there is no accelerator."""
+    info = hardware()
+    print(f"[colab_utils] {info['device']}; TensorFlow {info['tensorflow']}; mixed precision: "
+          f"{info['policy']}")
+    if info["device"].startswith("CPU") and in_colab():
+        print("[colab_utils] no GPU: Runtime > Change runtime type > T4 GPU makes training "
+              "about 20x faster")
+    return info
+
+
+def show_image(path) -> None:
+    """Display a PNG in the notebook (or print its path outside one)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no image at {path}")
+    try:
+        from IPython import get_ipython
+        from IPython.display import Image, display
+    except ImportError:
+        get_ipython = None
+    if get_ipython is not None and get_ipython() is not None:
+        display(Image(filename=str(path)))
+    else:
+        print(f"[colab_utils] image: {path}")
+
+
+def show_markdown(path_or_text) -> None:
+    """Display Markdown (a file or a string) in the notebook, or print it."""
+    text = path_or_text
+    if isinstance(path_or_text, Path) or (isinstance(path_or_text, str)
+                                          and path_or_text.endswith(".md")):
+        text = Path(path_or_text).read_text()
+    try:
+        from IPython import get_ipython
+        from IPython.display import Markdown, display
+        if get_ipython() is not None:
+            display(Markdown(text))
+            return
+    except ImportError:
+        pass
+    print(text)
