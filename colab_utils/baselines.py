@@ -24,6 +24,7 @@ import tensorflow as tf
 from scipy.stats import rankdata
 
 from . import losses
+from .cyclegan import GeneratorPair
 from .precision import apply_gradients
 from .data.slices import SliceSet
 from .fileio import atomic_write_bytes
@@ -130,7 +131,7 @@ PAIRED_LOSS_KEYS = ("gen_total", "supervised_t1_to_t2", "supervised_t2_to_t1",
                     "adv_t1_to_t2", "adv_t2_to_t1", "disc_t1", "disc_t2")
 
 
-class PairedTranslator(keras.Model):
+class PairedTranslator(GeneratorPair, keras.Model):
     """Supervised T1 → T2 and T2 → T1 generators trained on aligned pairs.
 
     Batches are ``(real_t1, real_t2)`` of the same slices. Without
@@ -167,20 +168,6 @@ class PairedTranslator(keras.Model):
                                            trainable=False, name="global_step")
         keys = PAIRED_LOSS_KEYS if self.adversarial else PAIRED_LOSS_KEYS[:3]
         self.trackers = {key: keras.metrics.Mean(name=key) for key in keys}
-
-    @property
-    def metrics(self):
-        return list(self.trackers.values())
-
-    @property
-    def generator_variables(self):
-        return self.gen_t1_to_t2.trainable_variables + self.gen_t2_to_t1.trainable_variables
-
-    @property
-    def discriminator_variables(self):
-        if not self.adversarial:
-            return []
-        return self.disc_t1.trainable_variables + self.disc_t2.trainable_variables
 
     def compile(self, gen_optimizer, disc_optimizer=None, **kwargs):
         """One optimizer for both generators; one for both discriminators (pix2pix)."""

@@ -117,7 +117,7 @@ def _cmd_toy(args) -> int:
 def _cmd_phantom(args) -> int:
     from .data.phantom import write_phantom
 
-    out = write_phantom(args.out, args.subjects, args.seed)
+    out = write_phantom(args.out, args.subjects, args.seed, workers=args.workers)
     print(f"{args.subjects} phantom subjects (T1 + T2 NIfTI; a PHANTOM, not real data) "
           f"written to {out}")
     return 0
@@ -207,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     phantom.add_argument("--out", required=True, help="output directory")
     phantom.add_argument("--subjects", type=int, default=8)
     phantom.add_argument("--seed", type=int, default=0)
+    phantom.add_argument("--workers", type=int, default=2, help="parallel processes")
     phantom.set_defaults(func=_cmd_phantom)
 
     prep = commands.add_parser(

@@ -79,7 +79,26 @@ class ImagePool(keras.layers.Layer):
         return {**super().get_config(), "pool_size": self.pool_size, "seed": self.seed}
 
 
-class CycleGAN(keras.Model):
+class GeneratorPair:
+    """What the two-generator models share: named loss trackers (``self.trackers``,
+    shown by ``fit``) and the variable groups each optimizer updates."""
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    @property
+    def generator_variables(self):
+        return self.gen_t1_to_t2.trainable_variables + self.gen_t2_to_t1.trainable_variables
+
+    @property
+    def discriminator_variables(self):
+        if self.disc_t1 is None:  # the supervised generator has no discriminators
+            return []
+        return self.disc_t1.trainable_variables + self.disc_t2.trainable_variables
+
+
+class CycleGAN(GeneratorPair, keras.Model):
     """CycleGAN for T1 ↔ T2 with LSGAN/BCE, cycle, identity and supervised terms.
 
     Batches are ``(real_t1, real_t2)``, each (batch, H, W, C) float32 in
@@ -128,18 +147,6 @@ class CycleGAN(keras.Model):
         self.global_step = self.add_weight(shape=(), dtype="int64", initializer="zeros",
                                            trainable=False, name="global_step")
         self.trackers = {key: keras.metrics.Mean(name=key) for key in LOSS_KEYS}
-
-    @property
-    def metrics(self):
-        return list(self.trackers.values())
-
-    @property
-    def generator_variables(self):
-        return self.gen_t1_to_t2.trainable_variables + self.gen_t2_to_t1.trainable_variables
-
-    @property
-    def discriminator_variables(self):
-        return self.disc_t1.trainable_variables + self.disc_t2.trainable_variables
 
     def compile(self, gen_optimizer, disc_optimizer, **kwargs):
         """Attach one optimizer for both generators and one for both discriminators."""

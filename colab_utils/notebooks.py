@@ -203,6 +203,8 @@ def notebook(name: str, repository: str = REPOSITORY) -> dict:
         _cell("code", WORKSPACE),
     ]
     cells += [_cell(kind, text) for kind, text in spec["cells"]]
+    for i, cell in enumerate(cells):  # stable ids (nbformat 4.5), so diffs stay small
+        cell["id"] = f"cell-{i:02d}"
     return {"cells": cells, "nbformat": 4, "nbformat_minor": 5,
             "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
                                         "language": "python"},

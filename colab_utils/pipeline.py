@@ -166,7 +166,8 @@ def prepare_data(source: str = "phantom", data="data", settings: PipelineSetting
     timer = timer or StepTimer()
     data = Path(data)
     if source == "phantom":
-        timer("phantom", lambda: write_phantom(data / "phantom", settings.subjects, settings.seed),
+        timer("phantom", lambda: write_phantom(data / "phantom", settings.subjects, settings.seed,
+                                               workers=settings.workers),
               subjects=settings.subjects)
         pairs = find_pairs(data / "phantom").pairs
     elif source == "ixi":

@@ -2,6 +2,7 @@ import csv
 import json
 import shutil
 
+import nibabel as nib
 import numpy as np
 import pytest
 
@@ -36,7 +37,6 @@ def test_phantom_files_are_labelled_and_need_registration(phantom_dir):
     assert sorted(pairing.pairs) == [f"phantom-00{i}" for i in range(1, 5)]
     assert "PHANTOM" in (phantom_dir / "PHANTOM_README.txt").read_text()
     assert json.loads((phantom_dir / "phantom.json").read_text())["phantom"] is True
-    import nibabel as nib
 
     t1_image = nib.load(phantom_dir / "phantom-001-T1.nii.gz")
     t2_image = nib.load(phantom_dir / "phantom-001-T2.nii.gz")
@@ -164,3 +164,16 @@ def test_outliers_are_flagged_relative_to_the_others():
                for i, c in enumerate([0.88, 0.89, 0.87, 0.9, 0.88, 0.72])}
     flag_outliers(records)
     assert [r["outlier"] for r in records.values()] == [False] * 5 + [True]
+
+
+def test_phantom_in_parallel_equals_sequential(phantom_dir, tmp_path):
+    # phantom_dir holds subjects 1-4 of seed 7, written by one process.
+    parallel = write_phantom(tmp_path / "parallel", n_subjects=2, seed=7, workers=2)
+    for sid in ("phantom-001", "phantom-002"):
+        for modality in ("T1", "T2"):
+            a = nib.load(phantom_dir / f"{sid}-{modality}.nii.gz")
+            b = nib.load(parallel / f"{sid}-{modality}.nii.gz")
+            np.testing.assert_array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj))
+            np.testing.assert_array_equal(a.affine, b.affine)
+    subjects = json.loads((parallel / "phantom.json").read_text())["subjects"]
+    assert [s["subject"] for s in subjects] == ["phantom-001", "phantom-002"]
