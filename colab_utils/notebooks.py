@@ -47,9 +47,11 @@ subjects), `ixi` (downloaded and verified, `SUBJECTS` of them), `folder`
 (your own T1/T2 NIfTI pairs in `FOLDER`, e.g. BraTS or OASIS uploaded to
 Drive) or `gdrive` (a shared Drive folder, `GDRIVE_ID`). `WORKDIR` holds data
 and runs; with `USE_DRIVE` it is on your Google Drive, so a disconnect loses
-nothing. `PRESET`: `demo` (small networks, minutes) or `paper` (the CycleGAN
-paper's networks at 256 px; hours on a GPU: raise `EPOCHS`, set
-`STEPS_PER_EPOCH = 0` for whole epochs)."""
+nothing. `PRESET`: `demo` (narrow networks, minutes) or `paper` (the CycleGAN
+paper's networks, batch 1, learning rate and identity loss, every brain
+slice). The size and length fields apply to both: for the paper's schedule
+set `IMAGE_SIZE = 256`, `EPOCHS = 100`, `EPOCHS_DECAY = 100` and
+`STEPS_PER_EPOCH = 0` (whole epochs; hours on a GPU)."""
 
 INSTALL = f'''\
 # Install colab_utils and its pinned requirements when missing (e.g. on a fresh Colab runtime).

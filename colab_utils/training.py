@@ -9,6 +9,13 @@ A run directory holds everything about one run::
     RUN/loss_curves.png         plotted from history.csv
     RUN/tensorboard/            TensorBoard event files
     RUN/export/gen_t1_to_t2.keras, gen_t2_to_t1.keras   generators for inference
+    RUN/data.json               the data it was trained on (store, preprocessing settings)
+    RUN/summary.json            final step, dtype policy, exported files
+
+Every ``config.model`` writes this layout: ``cyclegan``, ``cyclegan_s``,
+``pix2pix`` and ``supervised`` train two generators (the GAN ones also
+discriminators); ``simple`` is fitted without gradient steps and exports
+``export/simple_baseline.json`` and one grid instead.
 
 Running :func:`train` again on the same directory resumes from the newest
 valid checkpoint: weights, optimizer states, image pools, the schedule
