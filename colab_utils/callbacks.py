@@ -129,6 +129,31 @@ class TensorBoardCallback(keras.callbacks.Callback):
         self._writer.flush()
 
 
+class NonFiniteLossError(FloatingPointError):
+    """A training step produced a NaN or infinite loss."""
+
+    def __init__(self, step: int, losses: dict):
+        self.step = step
+        self.losses = losses
+        names = ", ".join(f"{k} = {v}" for k, v in losses.items())
+        super().__init__(f"non-finite loss at step {step}: {names}")
+
+
+class NonFiniteLossGuard(keras.callbacks.Callback):
+    """Stops training at the first step whose losses are not finite.
+
+    It raises :class:`NonFiniteLossError` from ``on_train_batch_end``; put it
+    first in the callback list so that no later callback (a checkpoint, a
+    history row) records the broken state.
+    """
+
+    def on_train_batch_end(self, batch, logs=None):
+        bad = {k: float(v) for k, v in (logs or {}).items()
+               if np.ndim(v) == 0 and not np.isfinite(float(v))}
+        if bad:
+            raise NonFiniteLossError(int(self.model.global_step.numpy()), bad)
+
+
 class CheckpointCallback(keras.callbacks.Callback):
     """Calls ``save(step)`` every ``every_steps`` steps (0: never) and after every epoch."""
 

@@ -304,7 +304,15 @@ def train(config: TrainConfig, run_dir, data=None, *, train_data: SliceSet | Non
     callbacks = _callbacks(config, run_dir, val_data, show_inline, save) + list(extra_callbacks)
     val_ds = eval_batches(val_data, config.batch_size) if config.validate else None
     limit = total_steps if stop_at_step is None else min(total_steps, stop_at_step)
-    step = _fit(model, config, train_data, val_ds, callbacks, spe, step, limit)
+    try:
+        step = _fit(model, config, train_data, val_ds, callbacks, spe, step, limit)
+    except cb.NonFiniteLossError as err:
+        kept = manager.steps()
+        raise RuntimeError(
+            f"{run_dir}: training stopped, {err}. Nothing was saved after it; the newest "
+            f"checkpoint is " + (f"step {kept[-1]}" if kept else "none (the run had none yet)")
+            + ". Lower the learning rate in a new run directory (or start from that "
+            "checkpoint's config with --config and a smaller --lr), or check the data.") from err
     exported = {}
     if resumed_from != total_steps or not (run_dir / "export" / "gen_t1_to_t2.keras").is_file():
         exported = export_generators(model, run_dir / "export")
@@ -320,7 +328,8 @@ def _callbacks(config: TrainConfig, run_dir: Path, val_data: SliceSet, show_inli
         run_dir / "grids", *_fixed_slices(val_data, config.grid_slices),
         paired=val_data.paired,
         show_inline=cb.in_notebook() if show_inline == "auto" else bool(show_inline))
-    callbacks = [cb.HistoryCallback(run_dir / "history.csv", run_dir / "loss_curves.png")]
+    callbacks = [cb.NonFiniteLossGuard(),  # first: nothing after it sees a broken step
+                 cb.HistoryCallback(run_dir / "history.csv", run_dir / "loss_curves.png")]
     if config.grid_slices:
         callbacks.append(grid)
     if config.tensorboard:

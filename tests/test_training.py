@@ -133,3 +133,26 @@ def test_mixed_float16_uses_loss_scaling(toy_data):
     assert isinstance(model.gen_optimizer, keras.optimizers.LossScaleOptimizer)
     assert isinstance(model.disc_optimizer, keras.optimizers.LossScaleOptimizer)
     assert model.gen_t1_to_t2.get_layer("stem_conv").compute_dtype == "float16"
+
+
+def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, toy_data):
+    import keras
+
+    class Poison(keras.callbacks.Callback):
+        """Breaks a generator's weights after step 3, so step 4's losses are NaN."""
+
+        def on_train_batch_end(self, batch, logs=None):
+            if int(self.model.global_step.numpy()) == 3:
+                w = self.model.gen_t1_to_t2.trainable_variables[0]
+                w.assign(np.full(w.shape, np.nan, w.dtype))
+
+    run = tmp_path / "run"
+    config = TrainConfig.smoke(max_steps_per_epoch=5, checkpoint_every_steps=2, grid_slices=0,
+                               tensorboard=False)
+    with pytest.raises(RuntimeError, match=r"step 4: .*nan.*newest checkpoint is step 2"):
+        train(config, run, toy_data, show_inline=False, extra_callbacks=[Poison()])
+    manager = CheckpointManager(run / "checkpoints")
+    assert manager.steps() == [2]  # step 4's broken state was never written
+    _, arrays, _ = manager.latest()
+    assert all(np.isfinite(a).all() for a in arrays.values() if a.dtype.kind == "f")
+    assert not (run / "history.csv").exists() or "nan" not in (run / "history.csv").read_text()
