@@ -99,7 +99,7 @@ def executed(tmp_path_factory):
     work = tmp_path_factory.mktemp("notebooks")
     parameters = dict(DATA_SOURCE="phantom", SUBJECTS=3, WORKDIR=str(work / "workdir"),
                       USE_DRIVE=False, PRESET="demo", IMAGE_SIZE=32, EPOCHS=1,
-                      EPOCHS_DECAY=1, STEPS_PER_EPOCH=2, METHODS="simple,supervised,cyclegan")
+                      EPOCHS_DECAY=1, STEPS_PER_EPOCH=2, METHODS="simple,cyclegan")
     outputs = {}
     for name in NAMES:
         out = work / f"{name}.out.ipynb"
@@ -132,7 +132,7 @@ def test_notebooks_run_top_to_bottom_and_produce_their_results(executed):
     assert _images(outputs["03_evaluate"]) == 2
     # 04: the comparison of every method, reusing notebook 02's CycleGAN run.
     table = read_csv(workdir / "runs" / "comparison" / "table.csv")
-    assert {r["method"] for r in table} == {"simple", "supervised", "cyclegan"}
+    assert {r["method"] for r in table} == {"simple", "cyclegan"}
     assert (workdir / "runs" / "comparison" / "tests.csv").is_file()
     assert _images(outputs["04_compare_methods"]) >= 4
     # Notebook 04 found notebook 03's evaluation of the same CycleGAN state and kept it.
