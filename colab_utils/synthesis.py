@@ -87,8 +87,8 @@ def synthesize_volume(translate: Translate, input_path, output_path, *, directio
     from .data import registration as reg
 
     input_path, output_path = Path(input_path), Path(output_path)
-    if slice_size % image_size and image_size > slice_size:
-        raise ValueError(f"image_size {image_size} is larger than slice_size {slice_size}")
+    if not 0 < image_size <= slice_size:
+        raise ValueError(f"image_size: expected 1..slice_size ({slice_size}), got {image_size}")
     timings = {}
     started = clock = time.perf_counter()
 
