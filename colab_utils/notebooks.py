@@ -36,7 +36,7 @@ PRESET = "demo"  # @param ["demo", "paper"]
 IMAGE_SIZE = 64  # @param [32, 64, 128, 256] {type:"raw"}
 EPOCHS = 4  # @param {type:"integer"}
 EPOCHS_DECAY = 4  # @param {type:"integer"}
-STEPS_PER_EPOCH = 50  # @param {type:"integer"}
+STEPS_PER_EPOCH = 40  # @param {type:"integer"}
 METHODS = "simple,supervised,pix2pix,cyclegan,cyclegan_s"  # @param {type:"string"}'''
 
 SETTINGS_HELP = """\

@@ -41,7 +41,7 @@ class PipelineSettings:
     # Training of each learned method (see method_config for the networks).
     epochs: int = 4
     epochs_decay: int = 4
-    steps_per_epoch: int = 50
+    steps_per_epoch: int = 40
     batch_size: int = 4
     lr: float = 8e-4
     gen_filters: int = 16
