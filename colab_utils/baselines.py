@@ -165,7 +165,8 @@ class PairedTranslator(GeneratorPair, keras.Model):
         self.lambda_l1 = float(lambda_l1) if self.adversarial else 1.0
         self.gen_adv_loss, self.disc_adv_loss = losses.adversarial_losses(gan_mode)
         self.global_step = self.add_weight(shape=(), dtype="int64", initializer="zeros",
-                                           trainable=False, name="global_step")
+                                           trainable=False, aggregation="only_first_replica",
+                                           name="global_step")
         keys = PAIRED_LOSS_KEYS if self.adversarial else PAIRED_LOSS_KEYS[:3]
         self.trackers = {key: keras.metrics.Mean(name=key) for key in keys}
 

@@ -27,12 +27,15 @@ GAN_MODES = ("auto", "lsgan", "bce")
 MODELS = ("cyclegan", "cyclegan_s", "pix2pix", "supervised", "simple")
 PAIRED_MODELS = ("cyclegan_s", "pix2pix", "supervised")
 PRECISIONS = ("off", "auto", "float32", "mixed_float16", "mixed_bfloat16")
+STRATEGIES = ("auto", "default", "mirrored", "tpu", "multiworker")
 
 # Fields that may differ when resuming a run: they change how long it trains
 # or how it reports, not what a step computes.
 RESUMABLE_CHANGES = frozenset({
     "epochs", "epochs_decay", "checkpoint_every_steps", "keep_checkpoints",
     "grid_slices", "validate", "verbose", "tensorboard",
+    # Checkpoints hold one copy of each variable: a run may resume on other hardware.
+    "strategy",
 })
 
 
@@ -82,6 +85,8 @@ class TrainConfig:
     deterministic: bool = False
     precision: str = "off"
     jit_compile: bool = False
+    # tf.distribute strategy (colab_utils.distribute); batch_size is the global batch.
+    strategy: str = "auto"
     # Bookkeeping.
     checkpoint_every_steps: int = 0
     keep_checkpoints: int = 3
@@ -129,6 +134,7 @@ class TrainConfig:
         check_choice("upsampling", self.upsampling, UPSAMPLINGS)
         check_choice("gan_mode", self.gan_mode, GAN_MODES)
         check_choice("precision", self.precision, PRECISIONS)
+        check_choice("strategy", self.strategy, STRATEGIES)
         positive = ("image_size", "channels", "gen_filters", "disc_filters", "disc_layers",
                     "batch_size", "keep_checkpoints")
         non_negative = ("n_res_blocks", "pool_size", "epochs", "epochs_decay",

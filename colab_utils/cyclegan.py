@@ -28,6 +28,11 @@ class ImagePool(keras.layers.Layer):
     is a pair of non-trainable variables, so it is saved and restored with the
     model. Random draws are stateless functions of ``(seed, step)``, so a
     resumed run draws exactly what an uninterrupted one would.
+
+    Under a ``tf.distribute`` strategy with several replicas, every replica
+    gathers the whole global batch, runs the same pool update on it (so the
+    pools stay identical) and returns its own share: the result is what one
+    device would compute for the same global batch.
     """
 
     def __init__(self, pool_size: int, image_shape, seed: int = 0, **kwargs):
@@ -38,15 +43,25 @@ class ImagePool(keras.layers.Layer):
         self.seed = int(seed)
         self.images = self.add_weight(
             shape=(max(self.pool_size, 1), *image_shape), initializer="zeros",
-            trainable=False, dtype="float32", name="images")
+            trainable=False, dtype="float32", aggregation="only_first_replica", name="images")
         self.count = self.add_weight(
-            shape=(), initializer="zeros", trainable=False, dtype="int32", name="count")
+            shape=(), initializer="zeros", trainable=False, dtype="int32",
+            aggregation="only_first_replica", name="count")
         self.built = True
 
     def call(self, images, step):
         if self.pool_size == 0:
             return images
         images = tf.cast(images, tf.float32)
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            local = tf.shape(images)[0]
+            start = tf.cast(context.replica_id_in_sync_group, tf.int32) * local
+            pooled = self._update(context.all_gather(images, axis=0), step)
+            return pooled[start:start + local]
+        return self._update(images, step)
+
+    def _update(self, images, step):
         n = tf.shape(images)[0]
         step = tf.cast(step, tf.int32)
         swap = tf.random.stateless_uniform([n], seed=tf.stack([self.seed, step])) > 0.5
@@ -145,7 +160,8 @@ class CycleGAN(GeneratorPair, keras.Model):
         self.pool_t2 = ImagePool(pool_size, self.image_shape, seed=2 * seed + 10_007,
                                  name="pool_t2")
         self.global_step = self.add_weight(shape=(), dtype="int64", initializer="zeros",
-                                           trainable=False, name="global_step")
+                                           trainable=False, aggregation="only_first_replica",
+                                           name="global_step")
         self.trackers = {key: keras.metrics.Mean(name=key) for key in LOSS_KEYS}
 
     def compile(self, gen_optimizer, disc_optimizer, **kwargs):

@@ -7,6 +7,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from .distribute import replica_count
 from .validation import check_choice
 
 POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -62,9 +63,17 @@ def make_optimizer(policy: str, learning_rate, beta_1: float, beta_2: float):
 def apply_gradients(optimizer, tape, loss, variables) -> None:
     """Differentiate ``loss`` recorded on ``tape`` and update ``variables``.
 
-    ``scale_loss`` multiplies by the loss scale under ``LossScaleOptimizer``
-    (``mixed_float16``) and is the identity otherwise; ``apply_gradients``
-    unscales.
+    ``loss`` is this replica's mean over its share of the batch. Under a
+    ``tf.distribute`` strategy the optimizer sums the replicas' gradients, so
+    the loss is divided by the number of replicas first: the update equals the
+    one-device update for the global batch. ``scale_loss`` multiplies by the
+    loss scale under ``LossScaleOptimizer`` (``mixed_float16``) and is the
+    identity otherwise; ``apply_gradients`` unscales.
     """
-    grads = tape.gradient(optimizer.scale_loss(loss), variables)
+    replicas = replica_count()
+    with tape:  # record the scaling too, or no gradient would reach the variables
+        if replicas > 1:
+            loss = loss / replicas
+        scaled = optimizer.scale_loss(loss)
+    grads = tape.gradient(scaled, variables)
     optimizer.apply_gradients(zip(grads, variables))

@@ -42,6 +42,7 @@ from .config import RESUMABLE_CHANGES, TrainConfig
 from .fileio import atomic_write_bytes
 from .inference import SIMPLE_FILE
 from .cyclegan import CycleGAN
+from .distribute import check_global_batch, describe, resolve_strategy
 from .data.batches import eval_batches, steps_per_epoch, training_dataset
 from .data.slices import SliceSet, fit_to_size, load_split
 from .baselines import PairedTranslator, SimpleBaseline
@@ -284,25 +285,33 @@ def train(config: TrainConfig, run_dir, data=None, *, train_data: SliceSet | Non
         return _fit_simple(config, run_dir, train_data, val_data)
     _configure_reproducibility(config)
     policy = resolve_policy(config.precision)
+    strategy = resolve_strategy(config.strategy)
+    check_global_batch(config.batch_size, strategy)
     spe = steps_per_epoch(train_data, config.batch_size, config.max_steps_per_epoch)
     total_steps = spe * config.total_epochs
-    model = build_model(config, spe, policy)
+    with strategy.scope():  # variables are created per replica; fit splits each batch
+        model = build_model(config, spe, policy)
 
     manager = CheckpointManager(run_dir / "checkpoints", keep=config.keep_checkpoints)
     resumed_from = _restore(model, manager, spe)
     step = int(model.global_step.numpy())
-    print(f"[colab_utils] {config.model} run {run_dir}: policy {policy}, {spe} steps/epoch, "
+    print(f"[colab_utils] {config.model} run {run_dir}: policy {policy}, "
+          f"{describe(strategy)}, {spe} steps/epoch, "
           + (f"resuming at step {step}" if resumed_from is not None else "starting fresh")
           + f" of {total_steps}")
 
     def save(at_step: int):
         meta = {"global_step": at_step, "epoch": at_step / spe, "steps_per_epoch": spe,
-                "policy": policy, "config": config.to_dict(),
+                "policy": policy, "strategy": describe(strategy), "config": config.to_dict(),
                 "variables": {k: [v.path for v in vs] for k, vs in state_groups(model).items()}}
         manager.save(at_step, collect_state(state_groups(model)), meta)
 
     callbacks = _callbacks(config, run_dir, val_data, show_inline, save) + list(extra_callbacks)
-    val_ds = eval_batches(val_data, config.batch_size) if config.validate else None
+    # Several replicas: only whole batches, so that no replica gets an empty share.
+    val_ds = (eval_batches(val_data, config.batch_size,
+                           drop_remainder=strategy.num_replicas_in_sync > 1
+                           and len(val_data) >= config.batch_size)
+              if config.validate else None)
     limit = total_steps if stop_at_step is None else min(total_steps, stop_at_step)
     try:
         step = _fit(model, config, train_data, val_ds, callbacks, spe, step, limit)

@@ -24,8 +24,15 @@ def translate(generator, images: np.ndarray, batch_size: int = 8) -> np.ndarray:
     """
     if not hasattr(generator, "predict"):
         return np.clip(np.asarray(generator(images.astype(np.float32)), np.float32), 0.0, 1.0)
-    out = generator.predict(to_network(images.astype(np.float32)), batch_size=batch_size,
-                            verbose=0)
+    x = to_network(images.astype(np.float32))
+    strategy = getattr(generator, "distribute_strategy", None)
+    if strategy is not None and strategy.num_replicas_in_sync > 1:
+        # A model built under several replicas: predict() would split these few images
+        # over the replicas (and fail on an empty share); call it on one device instead.
+        out = np.concatenate([np.asarray(generator(x[i:i + batch_size], training=False))
+                              for i in range(0, len(x), batch_size)])
+    else:
+        out = generator.predict(x, batch_size=batch_size, verbose=0)
     return np.clip(from_network(np.asarray(out, np.float32)), 0.0, 1.0)
 
 

@@ -106,12 +106,23 @@ def training_dataset(slices: SliceSet, *, batch_size: int, steps_per_epoch: int,
     dataset = tf.data.Dataset.from_tensor_slices(
         (columns["t1"], columns["t2"], columns["epoch"], columns["position"]))
     dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return dataset.with_options(_distribution_options())
 
 
-def eval_batches(slices: SliceSet, batch_size: int) -> tf.data.Dataset:
+def _distribution_options() -> tf.data.Options:
+    """Under several workers, each takes its share of every global batch (the batches are
+    built the same way on every worker; there are no files to shard)."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return options
+
+
+def eval_batches(slices: SliceSet, batch_size: int, *,
+                 drop_remainder: bool = False) -> tf.data.Dataset:
     """Batches of a split in order, without augmentation, for validation (paired if it is)."""
     n = min(len(slices.t1), len(slices.t2))
     t1 = tf.data.Dataset.from_tensor_slices(to_network(slices.t1[:n]))
     t2 = tf.data.Dataset.from_tensor_slices(to_network(slices.t2[:n]))
-    return tf.data.Dataset.zip((t1, t2)).batch(batch_size)
+    dataset = tf.data.Dataset.zip((t1, t2)).batch(batch_size, drop_remainder=drop_remainder)
+    return dataset.with_options(_distribution_options())
