@@ -1,10 +1,14 @@
-"""CycleGAN train-step throughput at 256×256, batch 1, ResNet-9, float32 vs mixed precision.
+"""Train-step throughput at 256×256, batch 1, float32 vs mixed precision, per method.
 
-Prints one JSON line. Each precision runs in its own process (the dtype policy
-and thread pools are process-wide). With --torch-python, the PyTorch reference
-(../shared/bench/torch_reference_step.py) runs in the same sitting for a ratio.
+Prints one JSON line per method (CycleGAN by default; ``--models`` adds
+CycleGAN_s, pix2pix and the supervised generator, each at its paper
+architecture). Each (method, precision) runs in its own process (the dtype
+policy and thread pools are process-wide). With --torch-python, the PyTorch
+reference (../shared/bench/torch_reference_step.py, CycleGAN) runs in the same
+sitting for a ratio.
 
     python benchmarks/train_step.py [--size 256] [--steps 5] [--rounds 3] [--torch-python PATH]
+    python benchmarks/train_step.py --models cyclegan,cyclegan_s,pix2pix,supervised
 
 fp32_vs_torch > 1 means the Keras float32 step is faster than PyTorch's.
 """
@@ -25,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def measure(precision: str, size: int, steps: int, warmup: int) -> dict:
+def measure(precision: str, size: int, steps: int, warmup: int, model_name: str) -> dict:
     """Time `steps` train steps after `warmup` (in this process)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, str(ROOT))
@@ -35,13 +39,13 @@ def measure(precision: str, size: int, steps: int, warmup: int) -> dict:
 
     from colab_utils.config import TrainConfig
     from colab_utils.precision import resolve_policy
-    from colab_utils.training import build_cyclegan
+    from colab_utils.training import build_model
 
-    config = TrainConfig(image_size=size, precision=precision, batch_size=1,
+    config = TrainConfig(model=model_name, image_size=size, precision=precision, batch_size=1,
                          jit_compile=os.environ.get("BENCH_JIT") == "1")
     policy = resolve_policy(precision)
     keras.utils.set_random_seed(0)
-    model = build_cyclegan(config, steps_per_epoch=1000, policy=policy)
+    model = build_model(config, steps_per_epoch=1000, policy=policy)
     rng = np.random.default_rng(0)
     batch = tuple(rng.uniform(-1, 1, (1, size, size, 1)).astype("float32") for _ in range(2))
     dataset = tf.data.Dataset.from_tensors(batch).repeat()
@@ -64,14 +68,14 @@ def measure(precision: str, size: int, steps: int, warmup: int) -> dict:
     return {"policy": policy, "s_per_step": per_step, "peak_rss_mb": round(peak_mb, 1)}
 
 
-def run_child(precision: str, args) -> dict:
+def run_child(precision: str, args, model: str) -> dict:
     out = subprocess.run(
         [sys.executable, __file__, "--child", precision, "--size", str(args.size),
-         "--steps", str(args.steps), "--warmup", str(args.warmup)],
+         "--steps", str(args.steps), "--warmup", str(args.warmup), "--model", model],
         capture_output=True, text=True, check=False)
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
     if out.returncode or not lines:
-        raise RuntimeError(f"benchmark child ({precision}) failed:\n{out.stderr[-3000:]}")
+        raise RuntimeError(f"benchmark child ({model}, {precision}) failed:\n{out.stderr[-3000:]}")
     return json.loads(lines[-1])
 
 
@@ -97,23 +101,33 @@ def main() -> None:
                              "mixed_float16 on tensor-core GPUs)")
     parser.add_argument("--torch-python", help="python of a venv with torch, to run the "
                         "PyTorch reference in the same sitting")
+    parser.add_argument("--models", default="cyclegan",
+                        help="comma-separated methods: cyclegan, cyclegan_s, pix2pix, supervised")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--model", default="cyclegan", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(args.child, args.size, args.steps, args.warmup)))
+        print(json.dumps(measure(args.child, args.size, args.steps, args.warmup, args.model)))
         return
+    for model in args.models.split(","):
+        print(json.dumps(compare(args, model.strip())), flush=True)
+
+
+def compare(args, model: str) -> dict:
+    """float32 against mixed precision (and PyTorch for CycleGAN) for one method."""
     # Rounds alternate the implementations so that drifts in machine speed
     # (these machines are noisy) hit all of them alike; medians are reported.
     runs = {"fp32": [], "mixed": [], "torch": []}
     for _ in range(args.rounds):
-        runs["fp32"].append(run_child("float32", args))
-        runs["mixed"].append(run_child(args.mixed, args))
-        if args.torch_python:
+        runs["fp32"].append(run_child("float32", args, model))
+        runs["mixed"].append(run_child(args.mixed, args, model))
+        if args.torch_python and model == "cyclegan":
             runs["torch"].append(run_torch(args.torch_python, args.size))
     fp32_s = statistics.median(r["s_per_step"] for r in runs["fp32"])
     mixed_s = statistics.median(r["s_per_step"] for r in runs["mixed"])
     result = {
-        "benchmark": "train_step", "size": args.size, "batch": 1, "generator": "resnet_9blocks",
+        "benchmark": "train_step", "model": model, "size": args.size, "batch": 1,
+        "generator": "unet_256" if model == "pix2pix" else "resnet_9blocks",
         "rounds": args.rounds,
         "fp32_s_per_step": round(fp32_s, 3),
         "mixed_s_per_step": round(mixed_s, 3),
@@ -130,7 +144,7 @@ def main() -> None:
         result["torch_fp32_s_per_step"] = round(torch_s, 3)
         result["torch_all_s"] = [round(t, 3) for t in runs["torch"]]
         result["fp32_vs_torch"] = round(torch_s / fp32_s, 2)
-    print(json.dumps(result))
+    return result
 
 
 if __name__ == "__main__":

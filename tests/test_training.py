@@ -1,6 +1,9 @@
 import json
+import random
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -53,26 +56,61 @@ def test_run_directory_has_every_output(tmp_path, toy_data):
     x = t1[..., None]
     np.testing.assert_allclose(translate(exported, x), translate(exported, x))
     assert exported.name == "gen_t1_to_t2"
+    # Running it again finds the run finished: nothing is trained or rewritten.
+    before = (run / "checkpoints" / "ckpt-000000006.npz").stat().st_mtime_ns
+    again = train(config, run, toy_data, show_inline=False)
+    assert again.resumed_from == 6 and again.global_step == 6
+    assert (run / "checkpoints" / "ckpt-000000006.npz").stat().st_mtime_ns == before
+    # Other settings in the same run directory are refused, naming what changed.
+    with pytest.raises(ValueError, match=r"config.json: .*lambda_cycle: 10.0 -> 3.0"):
+        train(TrainConfig.smoke(max_steps_per_epoch=3, lambda_cycle=3.0), run, toy_data)
 
 
-def test_resume_equals_uninterrupted_run_across_processes(tmp_path, toy_data):
-    """8 steps in one process == 3 steps, a new process, and 5 more (mid-epoch resume)."""
+def _kill_after_checkpoint(args, checkpoints: Path, step: int, delay: float) -> int:
+    """Start ``python -m colab_utils *args``; SIGKILL it ``delay`` s after checkpoint
+    ``step`` (or a later one) is committed. Returns the exit code (-9 when killed)."""
+    process = subprocess.Popen([sys.executable, "-m", "colab_utils", *map(str, args)],
+                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while process.poll() is None and time.monotonic() < deadline:
+        if any(s >= step for s in CheckpointManager(checkpoints).steps()):
+            time.sleep(delay)
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    return process.wait(timeout=60)
+
+
+def test_sigkill_at_random_moments_then_resume_equals_uninterrupted_run(tmp_path, toy_data):
+    """8 steps in one process == two runs SIGKILLed at random moments (a checkpoint is
+    written after every step, so kills land in and between writes) and a final
+    restart. Every committed checkpoint verifies at every point."""
     common = ["--data", toy_data, "--preset", "smoke", "--max-steps-per-epoch", 4,
-              "--deterministic", "true", "--grid-slices", 1, "--validate", "false"]
+              "--deterministic", "true", "--grid-slices", 1, "--validate", "false",
+              "--checkpoint-every-steps", 1, "--keep-checkpoints", 2, "--tensorboard", "false"]
     _cli("train", "--run-dir", tmp_path / "straight", *common)
-    _cli("train", "--run-dir", tmp_path / "resumed", "--stop-at-step", 3, *common)
-    assert CheckpointManager(tmp_path / "resumed" / "checkpoints").steps() == [3]
-    out = _cli("train", "--run-dir", tmp_path / "resumed", *common)
-    assert "resuming at step 3 of 8" in out.stdout
+    run = tmp_path / "killed"
+    checkpoints = run / "checkpoints"
+    moments = random.Random(7)
+    kills = 0
+    for after_step in (2, 5):
+        code = _kill_after_checkpoint(["train", "--run-dir", run, *common], checkpoints,
+                                      after_step, moments.uniform(0.0, 0.3))
+        kills += code == -signal.SIGKILL
+        manager = CheckpointManager(checkpoints)
+        for step in manager.steps():  # committed means complete: each one verifies
+            manager.load(step)
+    assert kills >= 1, "the run finished before it could be killed"
+    out = _cli("train", "--run-dir", run, *common)
+    assert "resuming at step" in out.stdout
     step_a, a = _final_state(tmp_path / "straight")
-    step_b, b = _final_state(tmp_path / "resumed")
+    step_b, b = _final_state(run)
     assert step_a == step_b == 8
     assert a.keys() == b.keys()
     for key in a:  # weights, optimizer moments and counters, image pools, step
         np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
     assert any("pool" in name for name in json.loads(
-        (tmp_path / "resumed" / "checkpoints" / "ckpt-000000008.json").read_text()
-    )["meta"]["variables"]["model"])
+        (checkpoints / "ckpt-000000008.json").read_text())["meta"]["variables"]["model"])
 
 
 def test_corrupt_latest_checkpoint_resumes_from_previous(tmp_path, toy_data):
@@ -87,24 +125,6 @@ def test_corrupt_latest_checkpoint_resumes_from_previous(tmp_path, toy_data):
     with pytest.warns(CheckpointWarning, match="SHA-256 mismatch"):
         result = train(longer, run, toy_data, show_inline=False)
     assert result.resumed_from == 2 and result.global_step == 6
-
-
-def test_finished_run_is_not_redone(tmp_path, toy_data):
-    run = tmp_path / "run"
-    config = TrainConfig.smoke(max_steps_per_epoch=2, validate=False, grid_slices=0)
-    train(config, run, toy_data, show_inline=False)
-    before = (run / "checkpoints" / "ckpt-000000004.npz").stat().st_mtime_ns
-    result = train(config, run, toy_data, show_inline=False)
-    assert result.resumed_from == 4 and result.global_step == 4
-    assert (run / "checkpoints" / "ckpt-000000004.npz").stat().st_mtime_ns == before
-
-
-def test_other_settings_in_the_same_run_directory_are_refused(tmp_path, toy_data):
-    run = tmp_path / "run"
-    train(TrainConfig.smoke(max_steps_per_epoch=1, validate=False, grid_slices=0), run,
-          toy_data, show_inline=False)
-    with pytest.raises(ValueError, match=r"config.json: .*lambda_cycle: 10.0 -> 3.0"):
-        train(TrainConfig.smoke(max_steps_per_epoch=1, lambda_cycle=3.0), run, toy_data)
 
 
 def test_wrong_slice_size_is_a_clear_error(tmp_path, toy_data):
