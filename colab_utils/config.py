@@ -36,6 +36,10 @@ RESUMABLE_CHANGES = frozenset({
     "grid_slices", "validate", "verbose", "tensorboard",
     # Checkpoints hold one copy of each variable: a run may resume on other hardware.
     "strategy",
+    # The schedule is a function of (lr, step), not a saved state: resuming with a
+    # smaller lr continues from the newest good checkpoint at the lower rate (the
+    # way back from a non-finite loss).
+    "lr",
 })
 
 

@@ -171,6 +171,9 @@ def _prepare_run_dir(run_dir: Path, config: TrainConfig) -> None:
     saved_path = run_dir / "config.json"
     if saved_path.is_file():
         saved = TrainConfig.load(saved_path)
+        if saved.lr != config.lr:
+            print(f"[colab_utils] {run_dir}: learning rate {saved.lr:g} -> {config.lr:g} "
+                  "from the newest checkpoint on")
         changed = {k: v for k, v in saved.differences(config).items()
                    if k not in RESUMABLE_CHANGES}
         if changed:
@@ -320,8 +323,9 @@ def train(config: TrainConfig, run_dir, data=None, *, train_data: SliceSet | Non
         raise RuntimeError(
             f"{run_dir}: training stopped, {err}. Nothing was saved after it; the newest "
             f"checkpoint is " + (f"step {kept[-1]}" if kept else "none (the run had none yet)")
-            + ". Lower the learning rate in a new run directory (or start from that "
-            "checkpoint's config with --config and a smaller --lr), or check the data.") from err
+            + ". To roll back and continue at a lower learning rate, run the same "
+            f"command again with a smaller --lr (now {config.lr:g}): it resumes from that "
+            "checkpoint. If it happens again, check the data.") from err
     exported = {}
     if resumed_from != total_steps or not (run_dir / "export" / "gen_t1_to_t2.keras").is_file():
         exported = export_generators(model, run_dir / "export")

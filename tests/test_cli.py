@@ -48,10 +48,10 @@ def test_phantom_preprocess_train_end_to_end(tmp_path):
     assert "3 subjects with T1 and T2" in out.stdout
     assert (tmp_path / "store" / "index.csv").is_file()
     out = _run("train", "--data", tmp_path / "store", "--run-dir", tmp_path / "run",
-               "--preset", "smoke", "--image-size", 64, "--jitter-size", 72,
+               "--preset", "smoke", "--image-size", 32, "--jitter-size", 36,
                "--max-steps-per-epoch", 2, "--batch-size", 1)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "averaged down to 64×64" in out.stdout
+    assert "averaged down to 32×32" in out.stdout
     assert (tmp_path / "run" / "grids" / "epoch_002.png").is_file()
 
 

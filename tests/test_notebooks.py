@@ -137,6 +137,16 @@ def test_notebooks_run_top_to_bottom_and_produce_their_results(executed):
     assert _images(outputs["04_compare_methods"]) >= 4
     # Notebook 04 found notebook 03's evaluation of the same CycleGAN state and kept it.
     assert "cyclegan: already evaluated" in json.dumps(outputs["04_compare_methods"])
+    # 04 runs the pipeline: it trained and evaluated only what was missing, timed each
+    # step, and the report holds every method and the timings.
+    record = json.loads((workdir / "runs" / "pipeline.json").read_text())
+    steps = [s["step"] for s in record["steps"]]
+    assert "evaluate simple" in steps and "evaluate cyclegan" not in steps
+    assert steps[-1] == "compare" and all(s["seconds"] >= 0 for s in record["steps"])
+    assert record["settings"]["image_size"] == 32
+    report = (workdir / "runs" / "comparison" / "report.md").read_text()
+    assert "| simple |" in report and "| cyclegan |" in report
+    assert "How long each step took" in report
 
 
 def test_a_fork_slug_reaches_badges_install_cell_and_readme(tmp_path):

@@ -1,11 +1,9 @@
-"""The whole chain (phantom → preprocess → train → evaluate → compare) at toy scale."""
-
-import json
+"""Pipeline settings. The whole chain runs in tests/test_notebooks.py (notebook 04 is
+the pipeline, after notebooks 01-03 made part of it)."""
 
 import pytest
 
-from colab_utils.evaluation import read_csv
-from colab_utils.pipeline import PipelineSettings, method_config, run_pipeline
+from colab_utils.pipeline import PipelineSettings, method_config
 
 
 def tiny(**overrides):
@@ -15,30 +13,6 @@ def tiny(**overrides):
                   n_res_blocks=1, disc_filters=8, precision="off", workers=2)
     values.update(overrides)
     return PipelineSettings(**values)
-
-
-def test_whole_chain_writes_report_and_resumes(tmp_path):
-    messages = []
-    record = run_pipeline(tmp_path / "runs", tmp_path / "data", tiny(), log=messages.append)
-    names = [s["step"] for s in record["steps"]]
-    assert names == ["phantom", "preprocess", "train simple", "train cyclegan",
-                     "evaluate simple", "evaluate cyclegan", "compare"]
-    assert all(s["seconds"] >= 0 for s in record["steps"])
-    report = (tmp_path / "runs" / "comparison" / "report.md").read_text()
-    for method in ("simple", "cyclegan"):
-        assert f"| {method} |" in report
-    assert "How long each step took" in report
-    table = read_csv(tmp_path / "runs" / "comparison" / "table.csv")
-    assert {row["method"] for row in table} == {"simple", "cyclegan"}
-    assert (tmp_path / "runs" / "cyclegan" / "grids" / "epoch_002.png").is_file()
-    saved = json.loads((tmp_path / "runs" / "pipeline.json").read_text())
-    assert saved["settings"]["image_size"] == 32 and len(saved["steps"]) == 7
-
-    # Re-running finds every run finished and evaluated: no retraining, no re-evaluation.
-    again = run_pipeline(tmp_path / "runs", tmp_path / "data", tiny(), log=messages.append)
-    assert [s["step"] for s in again["steps"]] == ["phantom", "preprocess", "train simple",
-                                                  "train cyclegan", "compare"]
-    assert any("already evaluated" in m for m in messages)
 
 
 def test_method_config_follows_the_settings():

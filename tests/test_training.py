@@ -181,10 +181,21 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_p
     run = tmp_path / "run"
     config = TrainConfig.smoke(max_steps_per_epoch=5, checkpoint_every_steps=2, grid_slices=0,
                                tensorboard=False)
-    with pytest.raises(RuntimeError, match=r"step 4: .*nan.*newest checkpoint is step 2"):
+    with pytest.raises(RuntimeError, match=r"step 4: .*nan.*newest checkpoint is step 2"
+                       r".*smaller --lr \(now 0.0002\)"):
         train(config, run, toy_data, show_inline=False, extra_callbacks=[Poison()])
     manager = CheckpointManager(run / "checkpoints")
     assert manager.steps() == [2]  # step 4's broken state was never written
     _, arrays, _ = manager.latest()
     assert all(np.isfinite(a).all() for a in arrays.values() if a.dtype.kind == "f")
     assert not (run / "history.csv").exists() or "nan" not in (run / "history.csv").read_text()
+    # Roll back and continue at a lower learning rate: the same run directory, a smaller
+    # lr. It resumes from step 2 and finishes with finite losses at the new rate.
+    lower = TrainConfig.smoke(max_steps_per_epoch=5, checkpoint_every_steps=2, grid_slices=0,
+                              tensorboard=False, lr=5e-5)
+    result = train(lower, run, toy_data, show_inline=False)
+    assert result.resumed_from == 2 and result.global_step == 10
+    history = read_history(run / "history.csv")
+    assert all(np.isfinite(row["gen_total"]) for row in history)
+    assert history[0]["lr"] == pytest.approx(5e-5)
+    assert TrainConfig.load(run / "config.json").lr == 5e-5
