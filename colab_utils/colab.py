@@ -71,6 +71,7 @@ def hardware() -> dict:
     """The accelerator this runtime has and the mixed-precision policy chosen for it."""
     import tensorflow as tf
 
+    from .distribute import auto_strategy_name
     from .precision import auto_policy, cpu_has_bf16
 
     tpus = tf.config.list_logical_devices("TPU")
@@ -85,14 +86,15 @@ def hardware() -> dict:
                                             if capability else "")
     else:
         device = "CPU only" + (" (bfloat16 instructions)" if cpu_has_bf16() else "")
-    return {"device": device, "policy": auto_policy(), "tensorflow": tf.__version__}
+    return {"device": device, "policy": auto_policy(), "strategy": auto_strategy_name(),
+            "tensorflow": tf.__version__}
 
 
 def report_hardware() -> dict:
     """Print and return :func:`hardware`, with advice when there is no accelerator."""
     info = hardware()
     print(f"[colab_utils] {info['device']}; TensorFlow {info['tensorflow']}; mixed precision: "
-          f"{info['policy']}")
+          f"{info['policy']}; tf.distribute strategy: {info['strategy']}")
     if info["device"].startswith("CPU") and in_colab():
         print("[colab_utils] no GPU: Runtime > Change runtime type > T4 GPU makes training "
               "about 20x faster")

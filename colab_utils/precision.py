@@ -7,7 +7,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from .distribute import replica_count
+from .distribute import replica_count, tpu_attached
 from .validation import check_choice
 
 POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -25,7 +25,7 @@ def cpu_has_bf16() -> bool:
 def auto_policy() -> str:
     """``mixed_float16`` on GPUs with tensor cores (compute capability >= 7.0),
     ``mixed_bfloat16`` on TPUs and bf16-capable CPUs, else ``float32``."""
-    if tf.config.list_logical_devices("TPU"):
+    if tf.config.list_logical_devices("TPU") or tpu_attached():
         return "mixed_bfloat16"
     for gpu in tf.config.list_physical_devices("GPU"):
         capability = tf.config.experimental.get_device_details(gpu).get("compute_capability")

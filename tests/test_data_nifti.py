@@ -74,6 +74,15 @@ def _zero_voxel_size(tmp_path):
     return path
 
 
+def _absurd_dimensions(tmp_path):
+    """A header claiming 30000 voxels along x for a file holding 8×8×8."""
+    path = _write(tmp_path / "absurd.nii", _volume((8, 8, 8)), np.eye(4))
+    header = bytearray(path.read_bytes())
+    struct.pack_into("<h", header, 42, 30000)  # dim[1]
+    path.write_bytes(bytes(header))
+    return path
+
+
 BAD_INPUTS = {
     "empty file": (lambda p: (p / "empty.nii.gz").write_bytes(b"") and p / "empty.nii.gz"
                    or p / "empty.nii.gz", "empty file"),
@@ -96,6 +105,7 @@ BAD_INPUTS = {
     "zero voxel size": (lambda p: _zero_voxel_size(p), "expected positive voxel sizes"),
     "one-voxel axis": (lambda p: _write(p / "thin.nii.gz", np.zeros((1, 8, 8)), np.eye(4)),
                        "voxels per axis"),
+    "absurd header dimensions": (lambda p: _absurd_dimensions(p), r"got \(30000, 8, 8\)"),
 }
 
 

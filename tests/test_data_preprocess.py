@@ -1,6 +1,12 @@
 import csv
 import json
+import os
+import random
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import nibabel as nib
 import numpy as np
@@ -9,7 +15,7 @@ import pytest
 from colab_utils.data.nifti import find_pairs, load_volume
 from colab_utils.data.phantom import DESCRIPTION, write_phantom
 from colab_utils.data.preprocess import (
-    PreprocessConfig, preprocess, select_slices, split_subjects, to_slice)
+    PreprocessConfig, _subject_done, preprocess, select_slices, split_subjects, to_slice)
 from colab_utils.data.registration import mni_template
 from colab_utils.data.slices import load_split
 
@@ -82,20 +88,22 @@ def test_store_loads_for_training(store):
     assert corr < -0.3
 
 
-def test_rerun_skips_finished_subjects_and_gives_the_same_store(store, phantom_dir):
-    def arrays():
-        out = {}
-        for path in sorted(store.glob("*/shard-*.npz")):
-            with np.load(path) as data:
-                out.update({f"{path.parent.name}/{path.name}/{k}": data[k] for k in data.files})
-        return out
+def _shards(store):
+    """Every array of every split's shards, by split/shard/name."""
+    out = {}
+    for path in sorted(store.glob("*/shard-*.npz")):
+        with np.load(path) as data:
+            out.update({f"{path.parent.name}/{path.name}/{k}": data[k] for k in data.files})
+    return out
 
-    before = arrays()
+
+def test_rerun_skips_finished_subjects_and_gives_the_same_store(store, phantom_dir):
+    before = _shards(store)
     messages = []
     preprocess(find_pairs(phantom_dir).pairs, store, PreprocessConfig(), workers=1,
                log=messages.append)
     assert "4 already done, 0 to do" in messages[0]
-    after = arrays()
+    after = _shards(store)
     assert before.keys() == after.keys() and len(before) == 6
     for key in before:
         np.testing.assert_array_equal(before[key], after[key])
@@ -177,3 +185,38 @@ def test_phantom_in_parallel_equals_sequential(phantom_dir, tmp_path):
             np.testing.assert_array_equal(a.affine, b.affine)
     subjects = json.loads((parallel / "phantom.json").read_text())["subjects"]
     assert [s["subject"] for s in subjects] == ["phantom-001", "phantom-002"]
+
+
+def test_sigkill_midway_then_rerun_redoes_nothing_finished_and_equals_uninterrupted(
+        store, phantom_dir, tmp_path):
+    """Preprocessing (2 worker processes) is SIGKILLed, whole process group, at a random
+    moment after its first subject is finished; the re-run keeps what was finished,
+    never reads a partial file, and ends with the uninterrupted run's slice store."""
+    out = tmp_path / "killed"
+    code = ("import sys; from colab_utils.data.nifti import find_pairs; "
+            "from colab_utils.data.preprocess import PreprocessConfig, preprocess; "
+            "preprocess(find_pairs(sys.argv[1]).pairs, sys.argv[2], PreprocessConfig(), "
+            "workers=2)")
+    process = subprocess.Popen([sys.executable, "-c", code, str(phantom_dir), str(out)],
+                               start_new_session=True, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while process.poll() is None and time.monotonic() < deadline:
+        if list((out / "subjects").glob("*.npz")):
+            time.sleep(random.Random(3).uniform(0.0, 1.0))
+            os.killpg(process.pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    assert process.wait(timeout=60) == -signal.SIGKILL, "finished before it was killed"
+    finished = sorted((out / "subjects").glob("*.npz"))
+    assert 1 <= len(finished) < 4
+    for path in finished:  # a subject file under its final name is always complete
+        assert _subject_done(out, path.stem) is not None, path
+    messages = []
+    preprocess(find_pairs(phantom_dir).pairs, out, PreprocessConfig(), workers=1,
+               log=messages.append)
+    assert f"{len(finished)} already done, {4 - len(finished)} to do" in messages[0]
+    expected, got = _shards(store), _shards(out)
+    assert expected.keys() == got.keys() and len(expected) == 6
+    for key in expected:
+        np.testing.assert_array_equal(expected[key], got[key], err_msg=key)

@@ -175,6 +175,7 @@ def test_workspace_and_hardware_outside_colab(tmp_path, monkeypatch, capsys):
     assert space.data.is_dir() and space.runs.is_dir()
     info = colab.report_hardware()
     assert info["policy"] in ("float32", "mixed_bfloat16", "mixed_float16")
+    assert info["strategy"] == "default"  # one CPU device
     assert info["device"] in capsys.readouterr().out
     with pytest.raises(FileNotFoundError, match="missing.png"):
         colab.show_image(tmp_path / "missing.png")
