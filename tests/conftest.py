@@ -26,3 +26,24 @@ def toy_data(tmp_path):
 
 def rng(seed=0):
     return np.random.default_rng(seed)
+
+
+@pytest.fixture(scope="session")
+def phantom_dir(tmp_path_factory):
+    """Four phantom subjects (seed 7), shared by every test that needs NIfTI files."""
+    from colab_utils.data.phantom import write_phantom
+
+    return write_phantom(tmp_path_factory.mktemp("phantom"), n_subjects=4, seed=7)
+
+
+@pytest.fixture(scope="session")
+def store(phantom_dir, tmp_path_factory):
+    """``phantom_dir`` preprocessed with the default settings (2 workers). Read-only:
+    tests that change a store work on a copy."""
+    from colab_utils.data.nifti import find_pairs
+    from colab_utils.data.preprocess import PreprocessConfig, preprocess
+
+    out = tmp_path_factory.mktemp("store")
+    preprocess(find_pairs(phantom_dir).pairs, out, PreprocessConfig(), workers=2,
+               log=lambda *_: None)
+    return out

@@ -1,3 +1,4 @@
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -40,12 +41,17 @@ def test_toy_then_smoke_training_end_to_end(tmp_path):
     assert (tmp_path / "run" / "export" / "gen_t2_to_t1.keras").is_file()
 
 
-def test_phantom_preprocess_train_end_to_end(tmp_path):
-    out = _run("phantom", "--out", tmp_path / "nifti", "--subjects", 3)
+def test_phantom_preprocess_train_end_to_end(tmp_path, phantom_dir, store):
+    # The phantom command writes labelled NIfTI pairs (one subject here, for time).
+    out = _run("phantom", "--out", tmp_path / "nifti", "--subjects", 1)
     assert out.returncode == 0, out.stderr[-2000:]
-    out = _run("preprocess", "--input", tmp_path / "nifti", "--out", tmp_path / "store")
+    assert (tmp_path / "nifti" / "phantom-001-T2.nii.gz").is_file()
+    # preprocess with the command's defaults on the shared phantom, into a copy of the
+    # shared store made with PreprocessConfig(): same settings, so all 4 are kept.
+    shutil.copytree(store, tmp_path / "store")
+    out = _run("preprocess", "--input", phantom_dir, "--out", tmp_path / "store")
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "3 subjects with T1 and T2" in out.stdout
+    assert "4 subjects with T1 and T2" in out.stdout and "4 already done" in out.stdout
     assert (tmp_path / "store" / "index.csv").is_file()
     out = _run("train", "--data", tmp_path / "store", "--run-dir", tmp_path / "run",
                "--preset", "smoke", "--image-size", 32, "--jitter-size", 36,

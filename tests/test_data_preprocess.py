@@ -20,19 +20,6 @@ from colab_utils.data.registration import mni_template
 from colab_utils.data.slices import load_split
 
 
-@pytest.fixture(scope="module")
-def phantom_dir(tmp_path_factory):
-    return write_phantom(tmp_path_factory.mktemp("phantom"), n_subjects=4, seed=7)
-
-
-@pytest.fixture(scope="module")
-def store(phantom_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("store")
-    preprocess(find_pairs(phantom_dir).pairs, out, PreprocessConfig(), workers=2,
-               log=lambda *_: None)
-    return out
-
-
 def _index(store):
     with open(store / "index.csv", newline="") as f:
         return list(csv.DictReader(f))
@@ -120,10 +107,15 @@ def test_unpaired_mode_and_a_broken_subject(store, phantom_dir, tmp_path):
     broken = tmp_path / "broken-T1.nii.gz"
     broken.write_bytes(b"not a nifti")
     pairs["broken"] = (broken, phantom_dir / "phantom-001-T2.nii.gz")
+    flat = tmp_path / "flat-T1.nii.gz"  # a constant volume: nothing to register
+    nib.save(nib.Nifti1Image(np.full((32, 32, 32), 100.0, np.float32), np.eye(4)), str(flat))
+    pairs["flat"] = (flat, phantom_dir / "phantom-001-T2.nii.gz")
     config = PreprocessConfig(unpaired=True, val_fraction=0.0, test_fraction=0.0)
     messages = []
     preprocess(pairs, other, config, workers=1, log=messages.append)
     assert any("broken: skipped" in m and "broken-T1.nii.gz" in m for m in messages)
+    assert any("flat: skipped" in m and "flat-T1.nii.gz: expected an image with varying "
+               "intensities, got a constant volume" in m for m in messages)
     with open(other / "qc.csv", newline="") as f:
         assert any(r["subject"] == "broken" and "unreadable" in r["error"]
                    for r in csv.DictReader(f))
@@ -189,33 +181,37 @@ def test_phantom_in_parallel_equals_sequential(phantom_dir, tmp_path):
 
 def test_sigkill_midway_then_rerun_redoes_nothing_finished_and_equals_uninterrupted(
         store, phantom_dir, tmp_path):
-    """Preprocessing (2 worker processes) is SIGKILLed, whole process group, at a random
-    moment after its first subject is finished; the re-run keeps what was finished,
-    never reads a partial file, and ends with the uninterrupted run's slice store."""
+    """A preprocessing run that already has 2 of 4 subjects is SIGKILLed, whole process
+    group (its worker too), at a random moment after it finishes a third; the re-run
+    keeps what was finished, never reads a partial file, and ends with the
+    uninterrupted run's slice store."""
     out = tmp_path / "killed"
+    (out / "subjects").mkdir(parents=True)
+    for subject in ("phantom-001", "phantom-002"):
+        shutil.copy(store / "subjects" / f"{subject}.npz", out / "subjects")
     code = ("import sys; from colab_utils.data.nifti import find_pairs; "
             "from colab_utils.data.preprocess import PreprocessConfig, preprocess; "
             "preprocess(find_pairs(sys.argv[1]).pairs, sys.argv[2], PreprocessConfig(), "
-            "workers=2)")
+            "workers=1)")
     process = subprocess.Popen([sys.executable, "-c", code, str(phantom_dir), str(out)],
                                start_new_session=True, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while process.poll() is None and time.monotonic() < deadline:
-        if list((out / "subjects").glob("*.npz")):
+        if len(list((out / "subjects").glob("*.npz"))) > 2:
             time.sleep(random.Random(3).uniform(0.0, 1.0))
             os.killpg(process.pid, signal.SIGKILL)
             break
         time.sleep(0.05)
     assert process.wait(timeout=60) == -signal.SIGKILL, "finished before it was killed"
     finished = sorted((out / "subjects").glob("*.npz"))
-    assert 1 <= len(finished) < 4
+    assert len(finished) == 3
     for path in finished:  # a subject file under its final name is always complete
         assert _subject_done(out, path.stem) is not None, path
     messages = []
     preprocess(find_pairs(phantom_dir).pairs, out, PreprocessConfig(), workers=1,
                log=messages.append)
-    assert f"{len(finished)} already done, {4 - len(finished)} to do" in messages[0]
+    assert "3 already done, 1 to do" in messages[0]
     expected, got = _shards(store), _shards(out)
     assert expected.keys() == got.keys() and len(expected) == 6
     for key in expected:

@@ -166,6 +166,10 @@ def register_subject(t1_path, t2_path):
     template, mask, template_affine = reg.mni_template()
     t1, t1_affine = load_volume(t1_path)
     t2, t2_affine = load_volume(t2_path)
+    for path, volume in ((t1_path, t1), (t2_path, t2)):
+        if volume.max() <= volume.min():  # registration cannot align a flat image
+            raise ValueError(f"{path}: expected an image with varying intensities, got a "
+                             f"constant volume (every voxel {float(volume.min()):.4g})")
     fixed_template = reg.to_sitk(template, template_affine)
     t1_image, t2_image = reg.to_sitk(t1, t1_affine), reg.to_sitk(t2, t2_affine)
     t2_to_t1 = reg.register_rigid(t1_image, t2_image)           # T1 point -> T2 point
@@ -296,7 +300,11 @@ def preprocess(pairs: dict, store, config: PreprocessConfig | None = None, *,
         f"{len(todo)} to do with {workers} worker(s)")
     failures = {}
     if todo:
-        threads = max(1, (os.cpu_count() or 1) // max(workers, 1))
+        # One ITK thread per subject: a multi-threaded registration metric sums its
+        # partial results in a scheduling-dependent order, and the result would then
+        # depend on the number of workers (a run resumed with other --workers would
+        # not equal an uninterrupted one). Parallelism comes from the workers.
+        threads = 1
         # Workers are replaced every 16 subjects, so that whatever a long run
         # accumulates (allocator fragmentation, library caches) stays bounded.
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),

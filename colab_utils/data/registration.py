@@ -69,7 +69,9 @@ def _register(fixed: sitk.Image, moving: sitk.Image, transform: sitk.Transform, 
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     method.SetMetricSamplingStrategy(method.RANDOM)
-    method.SetMetricSamplingPercentage(sampling, seed)
+    # ITK reads a seed of 0 as "seed from the wall clock" (sitkWallClock): offset ours
+    # by one so that every seed, 0 included, gives the same samples on every run.
+    method.SetMetricSamplingPercentage(sampling, seed + 1)
     method.SetInterpolator(sitk.sitkLinear)
     method.SetOptimizerAsRegularStepGradientDescent(
         learningRate=1.0, minStep=1e-3, numberOfIterations=iterations,
