@@ -82,15 +82,24 @@ def _cmd_synthesize(args) -> int:
     return 0
 
 
+# PipelineSettings fields the pipeline command can override (besides --methods).
+_PIPELINE_OVERRIDES = ("subjects", "seed", "image_size", "epochs", "epochs_decay",
+                       "steps_per_epoch", "precision", "strategy")
+
+
+def pipeline_settings(args) -> PipelineSettings:
+    """The pipeline command's settings: its preset, then the options given."""
+    overrides = {name: getattr(args, name) for name in _PIPELINE_OVERRIDES
+                 if getattr(args, name) is not None}
+    if args.methods:
+        overrides["methods"] = tuple(args.methods.split(","))
+    return PipelineSettings.preset(args.preset, **overrides)
+
+
 def _cmd_pipeline(args) -> int:
     from .pipeline import run_pipeline
 
-    defaults = PipelineSettings()
-    settings = PipelineSettings(
-        subjects=args.subjects, seed=args.seed, image_size=args.image_size,
-        methods=tuple(args.methods.split(",")) if args.methods else defaults.methods,
-        epochs=args.epochs, epochs_decay=args.epochs_decay,
-        steps_per_epoch=args.steps_per_epoch, precision=args.precision)
+    settings = pipeline_settings(args)
     record = run_pipeline(args.out, args.data, settings, source=args.source,
                           folder=args.folder, gdrive_id=args.gdrive_id)
     print(f"whole chain done in {record['total_seconds']:.0f} s; report: {record['report']}")
@@ -285,14 +294,15 @@ def build_parser() -> argparse.ArgumentParser:
                            "(--folder: your own T1/T2 pairs), gdrive (--gdrive-id)")
     pipe.add_argument("--folder", help="source folder: a folder of T1/T2 NIfTI pairs")
     pipe.add_argument("--gdrive-id", default="", help="source gdrive: a shared folder ID or URL")
-    pipe_defaults = PipelineSettings()
-    for name in ("subjects", "seed", "image_size", "epochs", "epochs_decay", "steps_per_epoch"):
-        pipe.add_argument(f"--{name.replace('_', '-')}", type=int,
-                          default=getattr(pipe_defaults, name))
-    pipe.add_argument("--precision", default=pipe_defaults.precision,
-                      help="off, auto or a Keras policy name")
-    pipe.add_argument("--methods", help="comma-separated, default "
-                                        + ",".join(pipe_defaults.methods))
+    pipe.add_argument("--preset", choices=("demo", "paper"), default="demo",
+                      help="demo (minutes on a CPU) or paper (the CycleGAN paper's networks and "
+                           "schedule; hours on a GPU); the options below override it")
+    demo = PipelineSettings()
+    for name in _PIPELINE_OVERRIDES:
+        kind = type(getattr(demo, name))
+        pipe.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None,
+                          help=f"demo default {getattr(demo, name)!r}")
+    pipe.add_argument("--methods", help="comma-separated, default " + ",".join(demo.methods))
     pipe.set_defaults(func=_cmd_pipeline)
 
     nbs = commands.add_parser(

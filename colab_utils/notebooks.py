@@ -37,7 +37,9 @@ IMAGE_SIZE = 64  # @param [32, 64, 128, 256] {type:"raw"}
 EPOCHS = 4  # @param {type:"integer"}
 EPOCHS_DECAY = 4  # @param {type:"integer"}
 STEPS_PER_EPOCH = 40  # @param {type:"integer"}
-METHODS = "simple,supervised,pix2pix,cyclegan,cyclegan_s"  # @param {type:"string"}'''
+METHODS = "simple,supervised,pix2pix,cyclegan,cyclegan_s"  # @param {type:"string"}
+PRECISION = "auto"  # @param ["auto", "float32", "mixed_float16", "mixed_bfloat16"]
+STRATEGY = "auto"  # @param ["auto", "default", "mirrored", "tpu", "multiworker"]'''
 
 SETTINGS_HELP = """\
 ## Settings
@@ -51,7 +53,11 @@ nothing. `PRESET`: `demo` (narrow networks, minutes) or `paper` (the CycleGAN
 paper's networks, batch 1, learning rate and identity loss, every brain
 slice). The size and length fields apply to both: for the paper's schedule
 set `IMAGE_SIZE = 256`, `EPOCHS = 100`, `EPOCHS_DECAY = 100` and
-`STEPS_PER_EPOCH = 0` (whole epochs; hours on a GPU)."""
+`STEPS_PER_EPOCH = 0` (whole epochs; hours on a GPU). `PRECISION`: `auto`
+picks `mixed_float16` on tensor-core GPUs, `mixed_bfloat16` on TPUs and bf16
+CPUs, float32 otherwise. `STRATEGY`: `auto` uses a TPU when the runtime has
+one, all GPUs when there are several, otherwise one device (see the README's
+Scaling section)."""
 
 INSTALL = f'''\
 # Install colab_utils and its pinned requirements when missing (e.g. on a fresh Colab runtime).
@@ -72,7 +78,8 @@ hardware = colab.report_hardware()
 settings = PipelineSettings.preset(PRESET, subjects=SUBJECTS, image_size=IMAGE_SIZE,
                                    epochs=EPOCHS, epochs_decay=EPOCHS_DECAY,
                                    steps_per_epoch=STEPS_PER_EPOCH,
-                                   methods=tuple(METHODS.split(",")))'''
+                                   methods=tuple(METHODS.split(",")),
+                                   precision=PRECISION, strategy=STRATEGY)'''
 
 PREPARE = '''\
 store = prepare_data(DATA_SOURCE, space.data, settings, folder=FOLDER, gdrive_id=GDRIVE_ID)'''

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import MODELS, TrainConfig
+from .config import MODELS, PRECISIONS, STRATEGIES, TrainConfig
 from .fileio import atomic_write_bytes
 from .validation import check_choice
 
@@ -52,6 +52,8 @@ class PipelineSettings:
     lambda_identity: float = 0.0
     pool_size: int = 20
     precision: str = "auto"
+    # tf.distribute strategy of every learned method (colab_utils.distribute).
+    strategy: str = "auto"
     workers: int = 2
 
     @classmethod
@@ -68,6 +70,8 @@ class PipelineSettings:
         return cls(**values).validated()
 
     def validated(self) -> "PipelineSettings":
+        check_choice("precision", self.precision, PRECISIONS)
+        check_choice("strategy", self.strategy, STRATEGIES)
         for method in self.methods:
             check_choice("methods", method, MODELS)
         if len(set(self.methods)) < 2:
@@ -96,8 +100,8 @@ def method_config(method: str, settings: PipelineSettings) -> TrainConfig:
         lambda_identity=settings.lambda_identity, pool_size=settings.pool_size,
         batch_size=settings.batch_size, lr=settings.lr, epochs=settings.epochs,
         epochs_decay=settings.epochs_decay, max_steps_per_epoch=settings.steps_per_epoch,
-        precision=settings.precision, seed=settings.seed, tensorboard=False, grid_slices=2,
-        verbose=2)
+        precision=settings.precision, strategy=settings.strategy, seed=settings.seed,
+        tensorboard=False, grid_slices=2, verbose=2)
 
 
 def _evaluated(run: Path, split: str) -> bool:

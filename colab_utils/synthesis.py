@@ -28,18 +28,18 @@ import numpy as np
 
 from .data.nifti import load_volume, save_volume
 from .data.preprocess import from_slice, to_slice
+from .data.slices import block_mean
 
 Translate = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 def _resize(images: np.ndarray, size: int) -> np.ndarray:
     """Square (N, S, S) images to (N, size, size): block means down, bilinear up."""
-    n, current = images.shape[0], images.shape[1]
+    current = images.shape[1]
     if size == current:
         return images
     if current % size == 0:
-        factor = current // size
-        return images.reshape(n, size, factor, size, factor).mean(axis=(2, 4), dtype=np.float32)
+        return block_mean(images, size)
     from scipy.ndimage import zoom
 
     return zoom(images, (1, size / current, size / current), order=1).astype(np.float32)

@@ -247,6 +247,15 @@ def save_split(path, t1, t2, *, paired: bool) -> Path:
     return path
 
 
+def block_mean(images: np.ndarray, size: int) -> np.ndarray:
+    """(N, S, S, ...) images to (N, size, size, ...) by averaging S/size × S/size
+    blocks (area averaging); ``S`` must be a multiple of ``size``."""
+    n, current = images.shape[0], images.shape[1]
+    factor = current // size
+    return images.reshape(n, size, factor, size, factor, *images.shape[3:]).mean(
+        axis=(2, 4), dtype=np.float32)
+
+
 def fit_to_size(slices: SliceSet, size: int) -> SliceSet:
     """Slices at ``size`` × ``size``: as they are, or shrunk by an integer factor
     (area averaging), e.g. 256-px store slices for a 64-px smoke run.
@@ -260,13 +269,9 @@ def fit_to_size(slices: SliceSet, size: int) -> SliceSet:
     if height != width or height % size:
         raise ValueError(f"{slices.source}: expected {size}×{size} slices (config image_size) "
                          f"or a multiple of it, got {height}×{width}")
-    factor = height // size
 
     def shrink(x):
-        if x is None:
-            return None
-        n, _, _, c = x.shape
-        return x.reshape(n, size, factor, size, factor, c).mean(axis=(2, 4), dtype=np.float32)
+        return None if x is None else block_mean(x, size)
 
     print(f"[colab_utils] {slices.source}: {height}×{width} slices averaged down to "
           f"{size}×{size} (config image_size)")
