@@ -48,7 +48,7 @@ def _cmd_evaluate(args) -> int:
     from .evaluation import evaluate
 
     result = evaluate(args.run, args.data, split=args.split, out=args.out,
-                      batch_size=args.batch_size)
+                      batch_size=args.batch_size, precision=args.precision)
     print(f"metrics written to {result.directory} (per_slice.csv, per_subject.csv, "
           "summary.csv, summary.md, examples_*.png)")
     return 0
@@ -67,7 +67,7 @@ def _cmd_synthesize(args) -> int:
     from .inference import load_method, preprocessing_settings
     from .synthesis import synthesize_volume
 
-    method = load_method(args.model, direction=args.direction)
+    method = load_method(args.model, direction=args.direction, precision=args.precision)
     if args.direction not in method.translators:
         raise ValueError(f"{args.model}: translates {sorted(method.translators)}, "
                          f"not {args.direction}")
@@ -77,10 +77,14 @@ def _cmd_synthesize(args) -> int:
         direction=args.direction, image_size=method.image_size or settings["size"],
         slice_size=settings["size"], clip_low=settings["clip_low"],
         clip_high=settings["clip_high"], batch_size=args.batch_size)
-    print(f"synthetic volume ({method.name}, {args.direction}) written to {args.output} "
+    computed = f" in {method.policy}" if method.policy else ""
+    print(f"synthetic volume ({method.name}{computed}, {args.direction}) written to {args.output} "
           f"in {info['total_s']:.1f} s")
     return 0
 
+
+_INFERENCE_PRECISION = ("dtype policy to translate in: as trained (default), auto (mixed "
+                        "precision where the hardware supports it), off, or a policy name")
 
 # PipelineSettings fields the pipeline command can override (besides --methods).
 _PIPELINE_OVERRIDES = ("subjects", "seed", "image_size", "epochs", "epochs_decay",
@@ -252,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="test")
     evaluate.add_argument("--out", help="output directory (default RUN/metrics/SPLIT)")
     evaluate.add_argument("--batch-size", type=int, default=8)
+    evaluate.add_argument("--precision", help=_INFERENCE_PRECISION)
     evaluate.set_defaults(func=_cmd_evaluate)
 
     comp = commands.add_parser(
@@ -279,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--output", required=True, help="output NIfTI")
     synth.add_argument("--direction", choices=("t1_to_t2", "t2_to_t1"), default="t1_to_t2")
     synth.add_argument("--batch-size", type=int, default=16)
+    synth.add_argument("--precision", help=_INFERENCE_PRECISION)
     synth.set_defaults(func=_cmd_synthesize)
 
     pipe = commands.add_parser(

@@ -175,7 +175,7 @@ def load_paired(data, split: str, image_size: int | None) -> tuple[SliceSet, np.
 
 
 def evaluate(run, data, *, split: str = "test", out=None, batch_size: int = 8,
-             examples: int = 3) -> Evaluation:
+             examples: int = 3, precision: str | None = None) -> Evaluation:
     """Evaluate a run (or exported model) on a paired split, in both directions.
 
     Args:
@@ -185,11 +185,13 @@ def evaluate(run, data, *, split: str = "test", out=None, batch_size: int = 8,
         out: Output directory (default ``RUN/metrics/SPLIT``).
         batch_size: Inference batch size.
         examples: How many best and worst slices to show per direction.
+        precision: ``None`` translates in the dtype policy the model was
+            trained in; ``auto``, ``off`` or a policy name overrides it.
 
     Returns:
         An :class:`Evaluation`.
     """
-    method = load_method(run, batch_size=batch_size)
+    method = load_method(run, batch_size=batch_size, precision=precision)
     slices, mask = load_paired(data, split, method.image_size)
     directory = Path(out) if out else Path(run) / "metrics" / split
     directory.mkdir(parents=True, exist_ok=True)
@@ -217,9 +219,10 @@ def evaluate(run, data, *, split: str = "test", out=None, batch_size: int = 8,
         summary, f"{method.name}: {split} split of {data}").encode())
     record = {"run": str(run), "method": method.name, "data": str(Path(data).resolve()),
               "split": split, "image_size": method.image_size, "n_slices": len(slices.t1),
-              "trained_step": trained_step(run)}
+              "trained_step": trained_step(run), "policy": method.policy or None}
     atomic_write_bytes(directory / "evaluation.json", (json.dumps(record, indent=2) + "\n").encode())
-    print(f"[colab_utils] evaluated {method.name} on {len(slices.t1)} {split} slices; "
+    computed = f" in {method.policy}" if method.policy else ""
+    print(f"[colab_utils] evaluated {method.name}{computed} on {len(slices.t1)} {split} slices; "
           f"tables and figures in {directory}")
     return Evaluation(directory, per_slice, per_subject, summary)
 

@@ -32,6 +32,8 @@ class Method:
     image_size: int | None
     translators: dict[str, Translator] = field(default_factory=dict)
     source: str = ""
+    # The dtype policy the generators compute in ("" for the Simple baseline).
+    policy: str = ""
 
     def translate(self, images: np.ndarray, mask: np.ndarray | None = None, *,
                   direction: str) -> np.ndarray:
@@ -50,13 +52,20 @@ def keras_translator(generator, batch_size: int = 8) -> Translator:
     return translate
 
 
-def _generator(path: Path):
+def _generator(path: Path, precision: str | None):
     from .training import load_generator
 
-    return load_generator(path)
+    return load_generator(path, precision)
 
 
-def load_method(source, *, direction: str | None = None, batch_size: int = 8) -> Method:
+def _policy(generator) -> str:
+    from .training import compute_policy
+
+    return compute_policy(generator)
+
+
+def load_method(source, *, direction: str | None = None, batch_size: int = 8,
+                precision: str | None = None) -> Method:
     """A run directory or an exported file as a :class:`Method`.
 
     Args:
@@ -66,6 +75,9 @@ def load_method(source, *, direction: str | None = None, batch_size: int = 8) ->
             (``"t1_to_t2"`` or ``"t2_to_t1"``; guessed from a file name like
             ``gen_t1_to_t2.keras``).
         batch_size: Inference batch size.
+        precision: ``None``: the dtype policy each generator was trained in;
+            ``auto`` (mixed precision where this hardware supports it), ``off``
+            or a Keras policy name to translate in that policy instead.
 
     Raises:
         FileNotFoundError: Nothing to load at ``source``.
@@ -73,7 +85,7 @@ def load_method(source, *, direction: str | None = None, batch_size: int = 8) ->
     """
     source = Path(source)
     if source.is_dir():
-        return _load_run(source, batch_size)
+        return _load_run(source, batch_size, precision)
     if not source.is_file():
         raise FileNotFoundError(f"no run directory or model file at {source}")
     if source.suffix == ".json":
@@ -89,18 +101,19 @@ def load_method(source, *, direction: str | None = None, batch_size: int = 8) ->
             raise ValueError(f"{source}: pass direction='t1_to_t2' or 't2_to_t1' (the file "
                              "name does not say which way it translates)")
     check_choice("direction", direction, DIRECTIONS)
-    generator = _generator(source)
+    generator = _generator(source, precision)
     size = generator.input_shape[1]
     return Method(source.stem, size, {direction: keras_translator(generator, batch_size)},
-                  str(source))
+                  str(source), _policy(generator))
 
 
-def _load_run(run_dir: Path, batch_size: int) -> Method:
+def _load_run(run_dir: Path, batch_size: int, precision: str | None) -> Method:
     config_path = run_dir / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{run_dir}: not a run directory (no config.json)")
     config = TrainConfig.load(config_path)
     export = run_dir / "export"
+    policy = ""
     if config.model == "simple":
         baseline = SimpleBaseline.load(export / SIMPLE_FILE)
         translators = {d: baseline.translator(d) for d in DIRECTIONS}
@@ -111,8 +124,10 @@ def _load_run(run_dir: Path, batch_size: int) -> Method:
             if not path.is_file():
                 raise ValueError(f"{path}: missing; the run has not finished (re-run its "
                                  "train command to resume and export)")
-            translators[d] = keras_translator(_generator(path), batch_size)
-    return Method(config.model, config.image_size, translators, str(run_dir))
+            generator = _generator(path, precision)
+            policy = _policy(generator)
+            translators[d] = keras_translator(generator, batch_size)
+    return Method(config.model, config.image_size, translators, str(run_dir), policy)
 
 
 def method_label(run_dir) -> str:

@@ -77,3 +77,31 @@ def apply_gradients(optimizer, tape, loss, variables) -> None:
         scaled = optimizer.scale_loss(loss)
     grads = tape.gradient(scaled, variables)
     optimizer.apply_gradients(zip(grads, variables))
+
+
+def with_policy(model, policy: str):
+    """A copy of a functional ``model`` that computes under another dtype policy.
+
+    Every layer takes ``policy`` except the model's output layers, which stay
+    float32 (the convention of :mod:`colab_utils.models`). Variables stay
+    float32 under every policy, so the weights are copied unchanged: a
+    generator trained in float32 can translate in ``mixed_float16`` on a GPU
+    or ``mixed_bfloat16`` on a TPU, and one trained in mixed precision in
+    float32.
+    """
+    import copy
+
+    check_choice("dtype policy", policy, POLICIES)
+    config = copy.deepcopy(model.get_config())
+    entries = config["output_layers"]
+    entries = [entries] if entries and isinstance(entries[0], str) else entries
+    outputs = {entry[0] for entry in entries}
+    policy_config = keras.dtype_policies.serialize(keras.DTypePolicy(policy))
+    float32_config = keras.dtype_policies.serialize(keras.DTypePolicy("float32"))
+    for layer in config["layers"]:
+        if layer["class_name"] == "InputLayer":
+            continue
+        layer["config"]["dtype"] = float32_config if layer["name"] in outputs else policy_config
+    copy_ = model.__class__.from_config(config)
+    copy_.set_weights(model.get_weights())
+    return copy_

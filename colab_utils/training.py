@@ -211,12 +211,30 @@ def export_generators(model: CycleGAN, directory) -> dict:
     return paths
 
 
-def load_generator(path) -> keras.Model:
-    """Load an exported generator (``.keras``)."""
+def load_generator(path, precision: str | None = None) -> keras.Model:
+    """Load an exported generator (``.keras``).
+
+    ``precision``: ``None`` computes in the dtype policy it was trained with;
+    ``auto``, ``off`` or a policy name rebuilds it under that policy (see
+    :func:`colab_utils.precision.with_policy`).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"generator file not found: {path}")
-    return keras.saving.load_model(path, compile=False)
+    model = keras.saving.load_model(path, compile=False)
+    if precision is None:
+        return model
+    from .precision import resolve_policy, with_policy
+
+    policy = resolve_policy(precision)
+    return model if compute_policy(model) == policy else with_policy(model, policy)
+
+
+def compute_policy(model) -> str:
+    """The dtype policy a model's layers compute in (its first layer after the input)."""
+    layer = next(layer for layer in model.layers
+                 if not isinstance(layer, keras.layers.InputLayer))
+    return layer.dtype_policy.name
 
 
 def _load_data(config: TrainConfig, data, train_data, val_data):

@@ -140,6 +140,22 @@ def test_compare_without_metrics_or_data_is_a_clear_error(tmp_path):
         compare([run, run], tmp_path / "o")
 
 
+def test_evaluate_in_another_precision_than_trained(two_runs, tmp_path):
+    data, runs = two_runs
+    rows = {}
+    for precision in ("off", "mixed_bfloat16"):
+        result = evaluate(runs["supervised"], data, out=tmp_path / precision, examples=0,
+                          precision=precision)
+        record = json.loads((result.directory / "evaluation.json").read_text())
+        assert record["policy"] == ("float32" if precision == "off" else precision)
+        rows[precision] = [r for r in result.per_slice if r["direction"] == "t1_to_t2"]
+    for full, low in zip(rows["off"], rows["mixed_bfloat16"]):
+        assert abs(full["mae_masked"] - low["mae_masked"]) < 0.01
+        assert abs(full["ssim_masked"] - low["ssim_masked"]) < 0.03
+    assert any(full["mae_masked"] != low["mae_masked"]
+               for full, low in zip(rows["off"], rows["mixed_bfloat16"]))
+
+
 def test_cli_evaluate_and_compare(two_runs, tmp_path):
     data, runs = two_runs
     out = subprocess.run([sys.executable, "-m", "colab_utils", "evaluate", "--run",

@@ -141,3 +141,23 @@ def test_generator_head_and_patchgan_scores_are_narrow_convs_and_reload(tmp_path
     again = keras.models.load_model(tmp_path / "g.keras")
     assert isinstance(again.get_layer("head_conv"), NarrowConv2D)
     np.testing.assert_array_equal(again(x).numpy(), g(x).numpy())
+
+
+def test_with_policy_recomputes_a_float32_generator_in_mixed_precision_and_back():
+    from colab_utils.precision import with_policy
+
+    g = resnet_generator(image_size=32, filters=8, n_blocks=1)
+    x = np.random.default_rng(2).uniform(-1, 1, (2, 32, 32, 1)).astype("float32")
+    mixed = with_policy(g, "mixed_bfloat16")
+    assert mixed.get_layer("stem_conv").compute_dtype == "bfloat16"
+    assert mixed.get_layer("head_conv").compute_dtype == "bfloat16"
+    assert mixed.layers[-1].name == "tanh" and mixed.layers[-1].compute_dtype == "float32"
+    for a, b in zip(mixed.get_weights(), g.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    reference, low = g(x).numpy(), mixed(x).numpy()
+    assert low.dtype == np.float32
+    # bf16 keeps 8 bits of mantissa: close to float32, but not equal.
+    assert 0 < np.abs(low - reference).max() < 0.1
+    back = with_policy(mixed, "float32")
+    assert {layer.compute_dtype for layer in back.layers[1:]} == {"float32"}
+    np.testing.assert_array_equal(back(x).numpy(), reference)
