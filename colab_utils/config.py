@@ -62,6 +62,8 @@ class TrainConfig:
     disc_layers: int = 3
     norm: str = "instance"
     upsampling: str = "transpose"
+    # ResNet generators: stem features concatenated before the head (models.resnet_generator).
+    long_skip: bool = False
     # Losses.
     # "auto": LSGAN for the CycleGANs (their paper), BCE for pix2pix (its paper).
     gan_mode: str = "auto"

@@ -160,6 +160,7 @@ def resnet_generator(
     norm_affine: bool = False,
     upsampling: str = "transpose",
     dropout: float = 0.0,
+    long_skip: bool = False,
     name: str = "resnet_generator",
 ) -> keras.Model:
     """ResNet generator of Johnson et al. as used by CycleGAN.
@@ -178,6 +179,10 @@ def resnet_generator(
             (the reference implementation does not).
         upsampling: ``"transpose"`` (the paper) or ``"resize_conv"``.
         dropout: Dropout rate inside residual blocks (0 in the paper).
+        long_skip: Concatenate the stem's full-resolution features to the
+            last upsampling's output before the head, like a U-Net's top
+            level (not in the paper): pixel-scale detail then need not pass
+            through the 4× smaller bottleneck.
         name: Model name.
 
     Returns:
@@ -193,7 +198,7 @@ def resnet_generator(
 
     inputs = _input(image_size, channels, "image")
     x = ReflectionPadding2D(3, name="stem_pad")(inputs)
-    x = _conv_norm_act(x, filters, 7, 1, act="relu", name="stem", padding="valid", **kw)
+    x = stem = _conv_norm_act(x, filters, 7, 1, act="relu", name="stem", padding="valid", **kw)
     # (batch, H, W, f)
     x = _conv_norm_act(x, filters * 2, 3, 2, act="relu", name="down1", **kw)
     x = _conv_norm_act(x, filters * 4, 3, 2, act="relu", name="down2", **kw)
@@ -203,6 +208,8 @@ def resnet_generator(
     x = _upsample(x, filters * 2, mode=upsampling, name="up1", **kw)
     x = _upsample(x, filters, mode=upsampling, name="up2", **kw)
     # (batch, H, W, f)
+    if long_skip:
+        x = layers.Concatenate(name="long_skip")([x, stem])
     x = ReflectionPadding2D(3, name="head_pad")(x)
     x = NarrowConv2D(channels, 7, padding="valid", kernel_initializer=_init(),
                      name="head_conv")(x)

@@ -90,7 +90,8 @@ def build_cyclegan(config: TrainConfig, steps_per_epoch: int, policy: str = "flo
     """
     size, ch = config.image_size, config.channels
     gen_kw = dict(image_size=size, channels=ch, filters=config.gen_filters,
-                  n_blocks=config.n_res_blocks, norm=config.norm, upsampling=config.upsampling)
+                  n_blocks=config.n_res_blocks, norm=config.norm, upsampling=config.upsampling,
+                  long_skip=config.long_skip)
     disc_kw = dict(image_size=size, channels=ch, filters=config.disc_filters,
                    n_layers=config.disc_layers, norm=config.norm)
     model = _with_policy(policy, lambda: CycleGAN(
@@ -129,7 +130,8 @@ def build_paired(config: TrainConfig, steps_per_epoch: int,
                                   n_downsamplings=unet_depth(size), norm=config.norm, name=name)
         return resnet_generator(image_size=size, channels=ch, filters=config.gen_filters,
                                 n_blocks=config.n_res_blocks, norm=config.norm,
-                                upsampling=config.upsampling, name=name)
+                                upsampling=config.upsampling, long_skip=config.long_skip,
+                                name=name)
 
     def build():
         discs = [None, None]

@@ -42,6 +42,27 @@ def test_six_and_nine_block_generators_differ_by_three_blocks():
     assert g9.count_params() - g6.count_params() == 3 * per_block
 
 
+def test_long_skip_feeds_the_stem_features_to_the_head():
+    plain = resnet_generator(image_size=32, filters=8, n_blocks=1)
+    skip = resnet_generator(image_size=32, filters=8, n_blocks=1, long_skip=True)
+    # The head's 7×7 conv sees 8 more input channels: 7 * 7 * 8 more weights.
+    assert skip.count_params() - plain.count_params() == 7 * 7 * 8
+    assert skip.get_layer("long_skip").output.shape[-1] == 16
+    x = np.random.default_rng(3).uniform(-1, 1, (2, 32, 32, 1)).astype("float32")
+    # Only the stem features reach the head through the skip: zeroing the head
+    # weights on the up path's channels leaves a function of the stem alone.
+    kernel, bias = skip.get_layer("head_conv").get_weights()
+    kernel[:, :, :8] = 0
+    skip.get_layer("head_conv").set_weights([kernel, bias])
+    import tensorflow as tf
+
+    stem = keras.Model(skip.input, skip.get_layer("stem_relu").output)
+    features = np.pad(stem(x).numpy(), [(0, 0), (3, 3), (3, 3), (0, 0)], mode="reflect")
+    expected = np.tanh(tf.nn.conv2d(features, kernel[:, :, 8:], 1, "VALID").numpy() + bias)
+    np.testing.assert_allclose(skip(x).numpy(), expected, atol=1e-5)
+    assert expected.std() > 0.01
+
+
 def test_instance_norm_normalises_each_channel_of_each_image():
     g = resnet_generator(image_size=32, filters=8, n_blocks=1)
     probe = keras.Model(g.input, g.get_layer("stem_norm").output)
