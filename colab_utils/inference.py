@@ -17,6 +17,7 @@ import numpy as np
 
 from .baselines import DIRECTIONS, SimpleBaseline
 from .config import TrainConfig
+from .precision import compute_policy
 from . import viz
 from .validation import check_choice
 
@@ -56,12 +57,6 @@ def _generator(path: Path, precision: str | None):
     from .training import load_generator
 
     return load_generator(path, precision)
-
-
-def _policy(generator) -> str:
-    from .training import compute_policy
-
-    return compute_policy(generator)
 
 
 def load_method(source, *, direction: str | None = None, batch_size: int = 8,
@@ -104,7 +99,7 @@ def load_method(source, *, direction: str | None = None, batch_size: int = 8,
     generator = _generator(source, precision)
     size = generator.input_shape[1]
     return Method(source.stem, size, {direction: keras_translator(generator, batch_size)},
-                  str(source), _policy(generator))
+                  str(source), compute_policy(generator))
 
 
 def _load_run(run_dir: Path, batch_size: int, precision: str | None) -> Method:
@@ -125,7 +120,7 @@ def _load_run(run_dir: Path, batch_size: int, precision: str | None) -> Method:
                 raise ValueError(f"{path}: missing; the run has not finished (re-run its "
                                  "train command to resume and export)")
             generator = _generator(path, precision)
-            policy = _policy(generator)
+            policy = compute_policy(generator)
             translators[d] = keras_translator(generator, batch_size)
     return Method(config.model, config.image_size, translators, str(run_dir), policy)
 

@@ -79,6 +79,13 @@ def apply_gradients(optimizer, tape, loss, variables) -> None:
     optimizer.apply_gradients(zip(grads, variables))
 
 
+def compute_policy(model) -> str:
+    """The dtype policy a model's layers compute in (its first layer after the input)."""
+    layer = next(layer for layer in model.layers
+                 if not isinstance(layer, keras.layers.InputLayer))
+    return layer.dtype_policy.name
+
+
 def with_policy(model, policy: str):
     """A copy of a functional ``model`` that computes under another dtype policy.
 

@@ -226,17 +226,10 @@ def load_generator(path, precision: str | None = None) -> keras.Model:
     model = keras.saving.load_model(path, compile=False)
     if precision is None:
         return model
-    from .precision import resolve_policy, with_policy
+    from .precision import compute_policy, resolve_policy, with_policy
 
     policy = resolve_policy(precision)
     return model if compute_policy(model) == policy else with_policy(model, policy)
-
-
-def compute_policy(model) -> str:
-    """The dtype policy a model's layers compute in (its first layer after the input)."""
-    layer = next(layer for layer in model.layers
-                 if not isinstance(layer, keras.layers.InputLayer))
-    return layer.dtype_policy.name
 
 
 def _load_data(config: TrainConfig, data, train_data, val_data):
