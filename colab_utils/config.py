@@ -76,6 +76,9 @@ class TrainConfig:
     # Optimisation: constant learning rate for `epochs`, then linear decay to
     # zero over `epochs_decay` more.
     lr: float = 2e-4
+    # The discriminators' learning rate as a multiple of lr (1 in the papers; two
+    # time-scale updates, Heusel et al. 2017, use a faster discriminator).
+    disc_lr_scale: float = 1.0
     beta_1: float = 0.5
     beta_2: float = 0.999
     batch_size: int = 1
@@ -152,6 +155,7 @@ class TrainConfig:
         for name in non_negative:
             _check_number(name, getattr(self, name), lower=0, inclusive=True)
         _check_number("lr", self.lr, lower=0, inclusive=False)
+        _check_number("disc_lr_scale", self.disc_lr_scale, lower=0, inclusive=False)
         for name in ("beta_1", "beta_2"):
             value = getattr(self, name)
             _check_number(name, value, lower=0, inclusive=True)

@@ -64,11 +64,12 @@ class TrainResult:
 
 
 def _optimizers(config: TrainConfig, steps_per_epoch: int, policy: str, adversarial: bool):
-    def make():
-        schedule = LinearDecay(config.lr, config.epochs * steps_per_epoch,
+    """The generators' optimizer, and the discriminators' (at ``disc_lr_scale`` × lr)."""
+    def make(lr):
+        schedule = LinearDecay(lr, config.epochs * steps_per_epoch,
                                config.epochs_decay * steps_per_epoch)
         return make_optimizer(policy, schedule, config.beta_1, config.beta_2)
-    return make(), (make() if adversarial else None)
+    return make(config.lr), (make(config.lr * config.disc_lr_scale) if adversarial else None)
 
 
 def _with_policy(policy: str, build):

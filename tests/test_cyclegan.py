@@ -48,6 +48,18 @@ def test_train_step_updates_generators_and_discriminators():
     assert all(np.abs(a - b).max() > 0 for a, b in zip(before, after))
 
 
+def test_discriminators_learn_at_disc_lr_scale_times_the_generators_rate():
+    config = TrainConfig.smoke(lr=1e-3, disc_lr_scale=4.0, epochs=1, epochs_decay=1)
+    model = build_cyclegan(config, steps_per_epoch=10)
+    for step in (0, 15):  # constant, then half-way through the linear decay
+        for optimizer in (model.gen_optimizer, model.disc_optimizer):
+            optimizer.iterations.assign(step)
+        gen_lr = float(model.gen_optimizer.learning_rate)
+        disc_lr = float(model.disc_optimizer.learning_rate)
+        assert disc_lr == pytest.approx(4 * gen_lr)
+    assert gen_lr == pytest.approx(5e-4)
+
+
 def test_test_step_reports_translation_error_without_updating():
     model = build_cyclegan(TrainConfig.smoke(), steps_per_epoch=10)
     weights = model.gen_t1_to_t2.trainable_variables[0].numpy().copy()
