@@ -61,6 +61,8 @@ class TrainConfig:
     disc_filters: int = 64
     disc_layers: int = 3
     norm: str = "instance"
+    # The discriminators' normalisation; "auto": the same as the generators'.
+    disc_norm: str = "auto"
     upsampling: str = "transpose"
     # ResNet generators: stem features concatenated before the head (models.resnet_generator).
     long_skip: bool = False
@@ -131,6 +133,10 @@ class TrainConfig:
         return self.model in PAIRED_MODELS
 
     @property
+    def resolved_disc_norm(self) -> str:
+        return self.norm if self.disc_norm == "auto" else self.disc_norm
+
+    @property
     def resolved_gan_mode(self) -> str:
         if self.gan_mode != "auto":
             return self.gan_mode
@@ -140,6 +146,7 @@ class TrainConfig:
         """Return self after checking every field; raise ``ValueError`` naming the bad one."""
         check_choice("model", self.model, MODELS)
         check_choice("norm", self.norm, NORMS)
+        check_choice("disc_norm", self.disc_norm, ("auto", *NORMS))
         check_choice("upsampling", self.upsampling, UPSAMPLINGS)
         check_choice("gan_mode", self.gan_mode, GAN_MODES)
         check_choice("precision", self.precision, PRECISIONS)

@@ -94,7 +94,7 @@ def build_cyclegan(config: TrainConfig, steps_per_epoch: int, policy: str = "flo
                   n_blocks=config.n_res_blocks, norm=config.norm, upsampling=config.upsampling,
                   long_skip=config.long_skip)
     disc_kw = dict(image_size=size, channels=ch, filters=config.disc_filters,
-                   n_layers=config.disc_layers, norm=config.norm)
+                   n_layers=config.disc_layers, norm=config.resolved_disc_norm)
     model = _with_policy(policy, lambda: CycleGAN(
         resnet_generator(name="gen_t1_to_t2", **gen_kw),
         resnet_generator(name="gen_t2_to_t1", **gen_kw),
@@ -139,7 +139,8 @@ def build_paired(config: TrainConfig, steps_per_epoch: int,
         if adversarial:
             discs = [patchgan_discriminator(image_size=size, channels=2 * ch,
                                             filters=config.disc_filters,
-                                            n_layers=config.disc_layers, norm=config.norm,
+                                            n_layers=config.disc_layers,
+                                            norm=config.resolved_disc_norm,
                                             name=name) for name in ("disc_t1", "disc_t2")]
         return PairedTranslator(generator("gen_t1_to_t2"), generator("gen_t2_to_t1"), *discs,
                                 lambda_l1=config.lambda_l1, gan_mode=config.resolved_gan_mode,

@@ -40,6 +40,7 @@ def test_json_round_trip(tmp_path):
 @pytest.mark.parametrize("field,value,message", [
     ("lr", -1.0, "'lr': expected > 0"),
     ("disc_lr_scale", 0.0, "'disc_lr_scale': expected > 0"),
+    ("disc_norm", "layer", "'auto', 'instance', 'batch', 'none'"),
     ("beta_1", 1.0, r"'beta_1': expected a value in \[0, 1\)"),
     ("image_size", 30, "multiple of 4"),
     ("batch_size", 0, "'batch_size': expected > 0"),

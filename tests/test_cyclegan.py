@@ -60,6 +60,16 @@ def test_discriminators_learn_at_disc_lr_scale_times_the_generators_rate():
     assert gen_lr == pytest.approx(5e-4)
 
 
+def test_disc_norm_sets_the_discriminators_normalisation_only():
+    def norm_layers(model):
+        return [layer for layer in model.layers if "norm" in layer.name]
+
+    default = build_cyclegan(TrainConfig.smoke(), steps_per_epoch=10)
+    plain = build_cyclegan(TrainConfig.smoke(disc_norm="none"), steps_per_epoch=10)
+    assert norm_layers(default.disc_t2) and not norm_layers(plain.disc_t2)
+    assert len(norm_layers(plain.gen_t1_to_t2)) == len(norm_layers(default.gen_t1_to_t2)) > 0
+
+
 def test_test_step_reports_translation_error_without_updating():
     model = build_cyclegan(TrainConfig.smoke(), steps_per_epoch=10)
     weights = model.gen_t1_to_t2.trainable_variables[0].numpy().copy()
