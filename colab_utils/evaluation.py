@@ -227,6 +227,28 @@ def evaluate(run, data, *, split: str = "test", out=None, batch_size: int = 8,
     return Evaluation(directory, per_slice, per_subject, summary)
 
 
+def is_current(run, data, split: str = "test") -> bool:
+    """Whether ``RUN/metrics/SPLIT`` holds a complete evaluation of the run as it is now.
+
+    That is: the tables were written, and ``evaluation.json`` records the run's
+    last training step, the same slice store and split, and the dtype policy
+    the run was trained in (what :func:`evaluate` uses by default).
+    """
+    directory = Path(run) / "metrics" / split
+    try:
+        record = json.loads((directory / "evaluation.json").read_text())
+        trained = json.loads((Path(run) / "summary.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if not (directory / "summary.csv").is_file() or trained_step(run) is None:
+        return False
+    # The Simple baseline computes in no dtype policy: its record says None.
+    policy_ok = record.get("policy") in (None, trained.get("policy"))
+    return (record.get("trained_step") == trained_step(run) and policy_ok
+            and record.get("split") == split
+            and record.get("data") == str(Path(data).resolve()))
+
+
 def trained_step(run) -> int | None:
     """The global step a run directory finished training at (``summary.json``), if known."""
     try:

@@ -111,17 +111,6 @@ def method_config(method: str, settings: PipelineSettings) -> TrainConfig:
         tensorboard=False, grid_slices=2, verbose=2)
 
 
-def _evaluated(run: Path, split: str) -> bool:
-    """Whether ``run`` has a complete evaluation of its current training state."""
-    from .evaluation import trained_step
-
-    record = run / "metrics" / split / "evaluation.json"
-    if not (record.is_file() and (run / "metrics" / split / "summary.csv").is_file()):
-        return False
-    step = trained_step(run)
-    return step is not None and json.loads(record.read_text()).get("trained_step") == step
-
-
 DATA_SOURCES = ("phantom", "ixi", "folder", "gdrive")
 
 
@@ -222,11 +211,11 @@ def train_methods(store, out, settings: PipelineSettings, *, timer: StepTimer | 
 
 def evaluate_runs(runs, store, *, split: str = "test", timer: StepTimer | None = None) -> None:
     """Evaluate each run that has no evaluation of its current training state."""
-    from .evaluation import evaluate
+    from .evaluation import evaluate, is_current
 
     timer = timer or StepTimer()
     for run in runs:
-        if _evaluated(run, split):
+        if is_current(run, store, split):
             timer.log(f"[pipeline] {run.name}: already evaluated at its last training step")
             continue
         timer(f"evaluate {run.name}", lambda: evaluate(run, store, split=split))

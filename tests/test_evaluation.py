@@ -8,8 +8,8 @@ import pytest
 
 from colab_utils.compare import compare
 from colab_utils.config import TrainConfig
-from colab_utils.evaluation import (COLUMNS, HIGHER_IS_BETTER, evaluate, per_subject_means, read_csv,
-                                    score_predictions, write_csv)
+from colab_utils.evaluation import (COLUMNS, HIGHER_IS_BETTER, evaluate, is_current,
+                                    per_subject_means, read_csv, score_predictions, write_csv)
 from colab_utils.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,6 +154,30 @@ def test_evaluate_in_another_precision_than_trained(two_runs, tmp_path):
         assert abs(full["ssim_masked"] - low["ssim_masked"]) < 0.03
     assert any(full["mae_masked"] != low["mae_masked"]
                for full, low in zip(rows["off"], rows["mixed_bfloat16"]))
+
+
+def test_an_evaluation_is_current_only_for_the_same_step_store_split_and_policy(two_runs,
+                                                                                tmp_path):
+    import shutil
+
+    data, runs = two_runs
+    run = tmp_path / "supervised"
+    shutil.copytree(runs["supervised"], run)
+    shutil.rmtree(run / "metrics", ignore_errors=True)
+    assert not is_current(run, data)
+    evaluate(run, data, examples=0)
+    assert is_current(run, data) and is_current(run, Path(data) / ".." / Path(data).name)
+    other_store = shutil.copytree(data, tmp_path / "other_store")
+    assert not is_current(run, other_store)
+    assert not is_current(run, data, split="val")
+    record_path = run / "metrics" / "test" / "evaluation.json"
+    record = json.loads(record_path.read_text())
+    record_path.write_text(json.dumps({**record, "policy": "mixed_bfloat16"}))
+    assert not is_current(run, data)  # evaluated in another precision than trained
+    record_path.write_text(json.dumps(record))
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**summary, "global_step": 1 + summary["global_step"]}))
+    assert not is_current(run, data)  # trained further since
 
 
 def test_cli_evaluate_and_compare(two_runs, tmp_path):
