@@ -31,8 +31,6 @@ def plan(args) -> list[tuple[str, list[str]]]:
                            "--models", args.models, *torch]),
         ("input_pipeline.py", (["--slices", "40", "--batches", "60", "--train-steps", "1"]
                                if args.quick else [])),
-        ("instance_norm.py", ["--repeats", "3", "--shapes", "1x64x64x64", "4x64x64x16"]
-                             if args.quick else []),
         ("preprocess.py", []),
         ("synthesize.py", (["--image-size", "64", "--precision", "float32"]
                            if args.quick else ["--precision", "float32"])),

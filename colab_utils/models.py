@@ -6,13 +6,10 @@ and discriminators in a linear layer; both final layers run in float32 so the
 models are safe under a mixed-precision dtype policy.
 
 Instance normalisation is ``keras.layers.GroupNormalization(groups=-1)``
-(one group per channel), which replaces tensorflow-addons' InstanceNormalization;
-:class:`InstanceNormalization` is that layer with a fused kernel on TensorFlow's CPU.
+(one group per channel), which replaces tensorflow-addons' InstanceNormalization.
 """
 
 from __future__ import annotations
-
-from functools import lru_cache
 
 import keras
 from keras import layers, ops
@@ -75,63 +72,10 @@ class NarrowConv2D(layers.Conv2D):
                 or self.data_format != "channels_last" or self.dilation_rate != (1, 1)
                 or self.strides[0] != self.strides[1]):
             return False
-        return _tensorflow_cpu_only()
-
-
-@lru_cache(maxsize=1)
-def _tensorflow_cpu_only() -> bool:
-    """Whether this process computes with TensorFlow on CPUs alone (no GPU or TPU).
-
-    Decided once, when the first step is traced: the devices a process can use are
-    fixed once TensorFlow's runtime has started.
-    """
-    if keras.backend.backend() != "tensorflow":
-        return False
-    import tensorflow as tf
-
-    return not (tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
-
-
-@keras.saving.register_keras_serializable(package="colab_utils")
-class InstanceNormalization(layers.GroupNormalization):
-    """``GroupNormalization(groups=-1)``: each image's channels normalised over H × W.
-
-    Same variables (``gamma``, ``beta``), result and gradients as the Keras
-    layer. On TensorFlow's CPU, with a batch size known when the step is
-    traced, each image goes through TensorFlow's fused batch-norm kernel
-    (statistics of one image per channel are exactly instance statistics), whose
-    fused gradient is 1.6–3× faster forward + backward than Keras' generic ops
-    (``benchmarks/instance_norm.py``). Elsewhere it is the Keras layer.
-    """
-
-    def __init__(self, groups: int = -1, **kwargs):
-        super().__init__(groups=groups, **kwargs)
-
-    def build(self, input_shape):
-        super().build(input_shape)  # turns groups=-1 into the number of channels
-        if self.groups != input_shape[self.axis]:
-            raise ValueError(f"groups: InstanceNormalization has one group per channel "
-                             f"(-1 or {input_shape[self.axis]}), got {self.groups}")
-
-    def call(self, inputs):
-        if not self._fused(inputs):
-            return super().call(inputs)
         import tensorflow as tf
 
-        channels = inputs.shape[-1]
-        scale = self.gamma if self.scale else tf.ones([channels], "float32")
-        offset = self.beta if self.center else tf.zeros([channels], "float32")
-        scale, offset = tf.cast(scale, "float32"), tf.cast(offset, "float32")
-        outputs = []
-        for image in tf.unstack(inputs, axis=0):
-            normalised, _, _ = tf.compat.v1.nn.fused_batch_norm(
-                image[None], scale, offset, epsilon=self.epsilon, is_training=True)
-            outputs.append(tf.cast(normalised, self.compute_dtype))
-        return outputs[0] if len(outputs) == 1 else tf.concat(outputs, axis=0)
-
-    def _fused(self, inputs) -> bool:
-        return (len(inputs.shape) == 4 and self.axis in (-1, 3)
-                and inputs.shape[0] is not None and _tensorflow_cpu_only())
+        # Decided when the step is traced, from the devices this process can use.
+        return not (tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
 
 
 def _init():
@@ -142,7 +86,9 @@ def _norm(kind: str, name: str, affine: bool):
     """Normalisation layer by name; ``None`` for ``"none"``."""
     check_choice("norm", kind, NORMS)
     if kind == "instance":
-        return InstanceNormalization(epsilon=1e-5, center=affine, scale=affine, name=name)
+        return layers.GroupNormalization(
+            groups=-1, epsilon=1e-5, center=affine, scale=affine, name=name
+        )
     if kind == "batch":
         return layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=name)
     return None

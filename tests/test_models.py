@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from colab_utils.models import (
-    InstanceNormalization, NarrowConv2D, patchgan_discriminator, receptive_field, resnet_generator, unet_generator)
+    NarrowConv2D, patchgan_discriminator, receptive_field, resnet_generator, unet_generator)
 
 # junyanz/pytorch-CycleGAN-and-pix2pix ResNet-9, 64 filters, 3 channels, instance
 # norm without affine parameters: 11,378,179 parameters.
@@ -119,64 +119,40 @@ def test_mixed_precision_models_output_float32():
     assert g(x).dtype == "float32" and d(x).dtype == "float32"
 
 
-def _assert_same_forward_and_backward(reference, layer, shape, rng):
-    """Same output and gradients (input, then each weight) for the same weights."""
-    import tensorflow as tf
-
-    reference.build(shape)
-    layer.build(shape)
-    weights = [rng.normal(size=w.shape).astype("float32") for w in reference.get_weights()]
-    reference.set_weights(weights)
-    layer.set_weights(weights)
-    x = tf.constant(rng.normal(1.0, 3.0, size=shape).astype("float32"))
-    upstream = None
-    results = []
-    for each in (reference, layer):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = each(x)
-            if upstream is None:
-                upstream = tf.constant(rng.normal(size=y.shape).astype("float32"))
-            loss = tf.reduce_sum(y * upstream)
-        results.append([y, *tape.gradient(loss, [x, *each.trainable_variables])])
-    assert len(results[1]) == 2 + len(weights)
-    for a, b in zip(*results):
-        assert a.shape == b.shape
-        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-4, atol=1e-4 * np.abs(a).max())
-
-
 @pytest.mark.parametrize("filters,kernel,strides,padding,shape", [
     (1, 7, 1, "valid", (2, 14, 14, 6)),   # ResNet head
     (1, 4, 1, "valid", (1, 9, 9, 16)),    # PatchGAN scores
     (3, 4, 2, "same", (2, 11, 11, 5)),    # several output channels, stride 2
 ])
 def test_narrow_conv_equals_conv2d_forward_and_backward(filters, kernel, strides, padding, shape):
-    narrow = NarrowConv2D(filters, kernel, strides=strides, padding=padding)
-    assert narrow._channel_sum()  # the depthwise path is the one under test
-    _assert_same_forward_and_backward(
-        keras.layers.Conv2D(filters, kernel, strides=strides, padding=padding), narrow, shape,
-        np.random.default_rng(0))
-
-
-@pytest.mark.parametrize("affine,shape", [(True, (1, 9, 9, 4)), (True, (3, 8, 6, 5)),
-                                          (False, (2, 7, 7, 3))])
-def test_instance_normalization_equals_group_normalization_forward_and_backward(affine, shape):
     import tensorflow as tf
 
-    fused = InstanceNormalization(epsilon=1e-5, center=affine, scale=affine)
-    assert fused._fused(tf.zeros(shape))  # the fused-kernel path is the one under test
-    assert not fused._fused(keras.Input(shape[1:]))  # batch unknown: Keras' own path
-    _assert_same_forward_and_backward(
-        keras.layers.GroupNormalization(groups=-1, epsilon=1e-5, center=affine, scale=affine),
-        fused, shape, np.random.default_rng(1))
+    rng = np.random.default_rng(0)
+    conv = keras.layers.Conv2D(filters, kernel, strides=strides, padding=padding)
+    narrow = NarrowConv2D(filters, kernel, strides=strides, padding=padding)
+    conv.build(shape)
+    narrow.build(shape)
+    assert narrow._channel_sum()  # the depthwise path is the one under test
+    weights = [rng.normal(size=w.shape).astype("float32") for w in conv.get_weights()]
+    conv.set_weights(weights)
+    narrow.set_weights(weights)
+    x = tf.constant(rng.normal(size=shape).astype("float32"))
+    upstream = None
+    results = []
+    for layer in (conv, narrow):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+            if upstream is None:
+                upstream = tf.constant(rng.normal(size=y.shape).astype("float32"))
+            loss = tf.reduce_sum(y * upstream)
+        results.append([y, *tape.gradient(loss, [x, *layer.trainable_variables])])
+    for a, b in zip(*results):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-4, atol=1e-4 * np.abs(a).max())
 
 
-def test_instance_normalization_is_one_group_per_channel():
-    with pytest.raises(ValueError, match="one group per channel"):
-        InstanceNormalization(groups=2).build((1, 8, 8, 4))
-
-
-def test_generator_uses_narrow_convs_and_fused_instance_norm_and_reloads(tmp_path):
+def test_generator_head_and_patchgan_scores_are_narrow_convs_and_reload(tmp_path):
     g = resnet_generator(image_size=32, filters=8, n_blocks=1)
     d = patchgan_discriminator(image_size=32, filters=8, n_layers=2)
     assert isinstance(g.get_layer("head_conv"), NarrowConv2D)
@@ -185,7 +161,6 @@ def test_generator_uses_narrow_convs_and_fused_instance_norm_and_reloads(tmp_pat
     g.save(tmp_path / "g.keras")
     again = keras.models.load_model(tmp_path / "g.keras")
     assert isinstance(again.get_layer("head_conv"), NarrowConv2D)
-    assert isinstance(again.get_layer("stem_norm"), InstanceNormalization)
     np.testing.assert_array_equal(again(x).numpy(), g(x).numpy())
 
 
