@@ -11,6 +11,8 @@ Instance normalisation is ``keras.layers.GroupNormalization(groups=-1)``
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import keras
 from keras import layers, ops
 
@@ -72,10 +74,19 @@ class NarrowConv2D(layers.Conv2D):
                 or self.data_format != "channels_last" or self.dilation_rate != (1, 1)
                 or self.strides[0] != self.strides[1]):
             return False
-        import tensorflow as tf
+        return _tensorflow_cpu_only()
 
-        # Decided when the step is traced, from the devices this process can use.
-        return not (tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+
+@lru_cache(maxsize=1)
+def _tensorflow_cpu_only() -> bool:
+    """Whether this process computes with TensorFlow on CPUs alone (no GPU or TPU).
+
+    Decided once, when the first step is traced: the devices a process can use are
+    fixed once TensorFlow's runtime has started.
+    """
+    import tensorflow as tf
+
+    return not (tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
 
 
 def _init():
