@@ -240,11 +240,11 @@ def is_current(run, data, split: str = "test") -> bool:
         trained = json.loads((Path(run) / "summary.json").read_text())
     except (OSError, ValueError):
         return False
-    if not (directory / "summary.csv").is_file() or trained_step(run) is None:
-        return False
+    step = trained.get("global_step") if isinstance(trained, dict) else None
     # The Simple baseline computes in no dtype policy: its record says None.
-    policy_ok = record.get("policy") in (None, trained.get("policy"))
-    return (record.get("trained_step") == trained_step(run) and policy_ok
+    return (step is not None and (directory / "summary.csv").is_file()
+            and record.get("trained_step") == step
+            and record.get("policy") in (None, trained.get("policy"))
             and record.get("split") == split
             and record.get("data") == str(Path(data).resolve()))
 
