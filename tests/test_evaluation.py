@@ -175,6 +175,7 @@ def test_an_evaluation_is_current_only_for_the_same_step_store_split_and_policy(
     record_path.write_text(json.dumps({**record, "policy": "mixed_bfloat16"}))
     assert not is_current(run, data)  # evaluated in another precision than trained
     record_path.write_text(json.dumps(record))
+    assert is_current(run, data)
     summary = json.loads((run / "summary.json").read_text())
     (run / "summary.json").write_text(json.dumps({**summary, "global_step": 1 + summary["global_step"]}))
     assert not is_current(run, data)  # trained further since
