@@ -71,6 +71,9 @@ class TrainConfig:
     gan_mode: str = "auto"
     lambda_cycle: float = 10.0
     lambda_identity: float = 5.0
+    # Structure consistency (MIND) between each input and its translation, in the
+    # CycleGANs; unpaired. 0 in the CycleGAN paper (losses.structure_loss).
+    lambda_structure: float = 0.0
     # Paired L1 weights: CycleGAN_s's supervised term; pix2pix's L1 term.
     lambda_supervised: float = 10.0
     lambda_l1: float = 100.0
@@ -155,7 +158,8 @@ class TrainConfig:
                     "batch_size", "keep_checkpoints")
         non_negative = ("n_res_blocks", "pool_size", "epochs", "epochs_decay",
                         "max_steps_per_epoch", "checkpoint_every_steps", "grid_slices",
-                        "lambda_cycle", "lambda_identity", "lambda_supervised", "lambda_l1",
+                        "lambda_cycle", "lambda_identity", "lambda_structure",
+                        "lambda_supervised", "lambda_l1",
                         "verbose")
         for name in positive:
             _check_number(name, getattr(self, name), lower=0, inclusive=False)

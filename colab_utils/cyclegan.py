@@ -14,8 +14,8 @@ from .precision import apply_gradients
 
 LOSS_KEYS = (
     "gen_total", "adv_t1_to_t2", "adv_t2_to_t1", "cycle_t1", "cycle_t2",
-    "identity_t1", "identity_t2", "supervised_t1_to_t2", "supervised_t2_to_t1",
-    "disc_t1", "disc_t2",
+    "identity_t1", "identity_t2", "structure_t1_to_t2", "structure_t2_to_t1",
+    "supervised_t1_to_t2", "supervised_t2_to_t1", "disc_t1", "disc_t2",
 )
 
 
@@ -114,7 +114,7 @@ class GeneratorPair:
 
 
 class CycleGAN(GeneratorPair, keras.Model):
-    """CycleGAN for T1 ↔ T2 with LSGAN/BCE, cycle, identity and supervised terms.
+    """CycleGAN for T1 ↔ T2 with LSGAN/BCE, cycle, identity, structure and supervised terms.
 
     Batches are ``(real_t1, real_t2)``, each (batch, H, W, C) float32 in
     [-1, 1]. Use unpaired batches for CycleGAN and paired ones (the same
@@ -125,6 +125,9 @@ class CycleGAN(GeneratorPair, keras.Model):
         disc_t1, disc_t2: Discriminators for real vs. synthetic T1 and T2.
         lambda_cycle: Weight of the cycle-consistency L1 (10 in the paper).
         lambda_identity: Weight of the identity L1 (0.5·λ_cycle = 5 in the paper).
+        lambda_structure: Weight of the structure-consistency term between each
+            input and its translation (:func:`losses.structure_loss`, MIND;
+            0 in the CycleGAN paper). Unpaired: it needs no target.
         lambda_supervised: Weight of the paired L1 (0 for plain CycleGAN).
         gan_mode: ``"lsgan"`` (the paper) or ``"bce"``.
         pool_size: Images kept per domain in the image pool (50; 0 disables).
@@ -134,19 +137,21 @@ class CycleGAN(GeneratorPair, keras.Model):
     """
 
     def __init__(self, gen_t1_to_t2, gen_t2_to_t1, disc_t1, disc_t2, *,
-                 lambda_cycle=10.0, lambda_identity=5.0, lambda_supervised=0.0,
-                 gan_mode="lsgan", pool_size=50, image_shape=None, seed=0, **kwargs):
+                 lambda_cycle=10.0, lambda_identity=5.0, lambda_structure=0.0,
+                 lambda_supervised=0.0, gan_mode="lsgan", pool_size=50, image_shape=None, seed=0, **kwargs):
         super().__init__(**kwargs)
         self.gen_t1_to_t2 = gen_t1_to_t2
         self.gen_t2_to_t1 = gen_t2_to_t1
         self.disc_t1 = disc_t1
         self.disc_t2 = disc_t2
         for name, value in (("lambda_cycle", lambda_cycle), ("lambda_identity", lambda_identity),
+                            ("lambda_structure", lambda_structure),
                             ("lambda_supervised", lambda_supervised)):
             if value < 0:
                 raise ValueError(f"{name}: expected >= 0, got {value}")
         self.lambda_cycle = float(lambda_cycle)
         self.lambda_identity = float(lambda_identity)
+        self.lambda_structure = float(lambda_structure)
         self.lambda_supervised = float(lambda_supervised)
         self.gan_mode = gan_mode
         self.gen_adv_loss, self.disc_adv_loss = losses.adversarial_losses(gan_mode)
@@ -198,6 +203,11 @@ class CycleGAN(GeneratorPair, keras.Model):
                 real_t2, self.gen_t1_to_t2(real_t2, training=training))
         else:
             out["identity_t1"] = out["identity_t2"] = zero
+        if self.lambda_structure > 0 or not training:
+            out["structure_t1_to_t2"] = losses.structure_loss(real_t1, fake_t2)
+            out["structure_t2_to_t1"] = losses.structure_loss(real_t2, fake_t1)
+        else:
+            out["structure_t1_to_t2"] = out["structure_t2_to_t1"] = zero
         if self.lambda_supervised > 0 or not training:
             out["supervised_t1_to_t2"] = losses.supervised_loss(real_t2, fake_t2)
             out["supervised_t2_to_t1"] = losses.supervised_loss(real_t1, fake_t1)
@@ -207,6 +217,7 @@ class CycleGAN(GeneratorPair, keras.Model):
             out["adv_t1_to_t2"] + out["adv_t2_to_t1"]
             + self.lambda_cycle * (out["cycle_t1"] + out["cycle_t2"])
             + self.lambda_identity * (out["identity_t1"] + out["identity_t2"])
+            + self.lambda_structure * (out["structure_t1_to_t2"] + out["structure_t2_to_t1"])
             + self.lambda_supervised * (out["supervised_t1_to_t2"] + out["supervised_t2_to_t1"])
         )
         return out
@@ -214,7 +225,7 @@ class CycleGAN(GeneratorPair, keras.Model):
     def train_step(self, data):
         # 1. Translate both ways, cycle back, and map each domain to itself.
         # 2. Generator loss: adversarial + λ_cycle·cycle + λ_identity·identity
-        #    (+ λ_supervised·L1 to the paired target for CycleGAN_s).
+        #    (+ λ_structure·MIND structure term) (+ λ_supervised·L1 to the paired target for CycleGAN_s).
         # 3. Update both generators with one optimizer.
         # 4. Pass the synthetic images through the image pools.
         # 5. Discriminator loss: real vs. pooled synthetic, per domain.

@@ -77,3 +77,59 @@ def identity_loss(real, same):
 def supervised_loss(target, translated):
     """Supervised L1 between a translation and its paired ground truth."""
     return l1(target, translated)
+
+
+# The four neighbours (row, column offsets) of the 2-D MIND descriptor.
+_MIND_OFFSETS = ((-1, 0), (1, 0), (0, -1), (0, 1))
+
+
+def _shifted(padded, dy: int, dx: int, pad: int):
+    """The image inside ``padded`` (padded by ``pad`` on each side) moved by (dy, dx)."""
+    rows = slice(pad + dy, (dy - pad) or None)
+    cols = slice(pad + dx, (dx - pad) or None)
+    return padded[:, rows, cols, :]
+
+
+def mind_descriptor(images, distance: int = 1, patch: int = 3):
+    """Modality-independent neighbourhood descriptor (MIND; Heinrich et al. 2012), 2-D.
+
+    For each pixel and each of its four neighbours at ``distance`` pixels, the
+    mean squared difference between the ``patch``×``patch`` patches around the
+    two (``D``), turned into ``exp(-D / V)`` with ``V`` the mean of ``D`` over the
+    four neighbours, and scaled so that the largest of the four is 1. It
+    describes local structure (edges, their orientation, flat regions) and
+    does not change when the intensities are remapped, even non-monotonically,
+    which makes it a loss that compares a T1 with a T2 (Yang et al. 2018).
+
+    Args:
+        images: (batch, H, W, C) tensor.
+        distance: Pixel distance of the neighbours.
+        patch: Side of the square patches (odd).
+
+    Returns:
+        (batch, H, W, C, 4) float32 tensor with values in (0, 1], the last axis
+        over the neighbours.
+    """
+    x = _f32(images)
+    padded = ops.pad(x, [[0, 0], [distance, distance], [distance, distance], [0, 0]],
+                     mode="reflect")
+    dists = ops.stack(
+        [ops.average_pool(ops.square(x - _shifted(padded, dy * distance, dx * distance, distance)),
+                          patch, strides=1, padding="same")
+         for dy, dx in _MIND_OFFSETS], axis=-1)
+    variance = ops.mean(dists, axis=-1, keepdims=True)
+    # Bound V around its image mean, so that flat regions (V -> 0) and strong
+    # edges do not give extreme ratios (as in Heinrich et al.).
+    mean = ops.mean(variance, axis=(1, 2, 3, 4), keepdims=True) + 1e-6
+    desc = ops.exp(-dists / ops.clip(variance, 1e-3 * mean, 1e3 * mean))
+    return desc / ops.max(desc, axis=-1, keepdims=True)
+
+
+def structure_loss(source, translated):
+    """Structure-consistency loss: mean |MIND(source) - MIND(translated)|.
+
+    Unpaired: it compares a translation with its own input, not with a target,
+    and asks the translation to keep the input's edges wherever they are,
+    whatever its contrast (Yang et al. 2018, "structure-constrained CycleGAN").
+    """
+    return l1(mind_descriptor(source), mind_descriptor(translated))

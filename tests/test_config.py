@@ -48,6 +48,7 @@ def test_json_round_trip(tmp_path):
     ("precision", "fp8", "expected one of"),
     ("model", "unit", "'cyclegan', 'cyclegan_s', 'pix2pix', 'supervised', 'simple'"),
     ("lambda_l1", -1.0, "'lambda_l1': expected >= 0"),
+    ("lambda_structure", -0.5, "'lambda_structure': expected >= 0"),
     ("pool_size", -2, "'pool_size': expected >= 0"),
 ])
 def test_out_of_range_values_are_rejected(field, value, message):

@@ -38,6 +38,19 @@ def test_cyclegan_s_adds_the_supervised_term():
     assert logs["supervised_t1_to_t2"] > 0 and logs["supervised_t2_to_t1"] > 0
 
 
+def test_lambda_structure_adds_the_mind_term_to_the_generator_loss():
+    plain = build_cyclegan(TrainConfig.smoke(lambda_identity=0.0), steps_per_epoch=10)
+    logs = {k: float(v) for k, v in plain.train_step(_batch(4)).items()}
+    assert logs["structure_t1_to_t2"] == 0.0  # not computed when its weight is 0
+    model = build_cyclegan(TrainConfig.smoke(lambda_identity=0.0, lambda_structure=3.0), 10)
+    logs = {k: float(v) for k, v in model.train_step(_batch(4)).items()}
+    assert logs["structure_t1_to_t2"] > 0.01 and logs["structure_t2_to_t1"] > 0.01
+    expected_total = (logs["adv_t1_to_t2"] + logs["adv_t2_to_t1"]
+                      + 10 * (logs["cycle_t1"] + logs["cycle_t2"])
+                      + 3 * (logs["structure_t1_to_t2"] + logs["structure_t2_to_t1"]))
+    assert logs["gen_total"] == pytest.approx(expected_total, rel=1e-5)
+
+
 def test_train_step_updates_generators_and_discriminators():
     model = build_cyclegan(TrainConfig.smoke(), steps_per_epoch=10)
     before = [v.numpy().copy() for v in (model.gen_t1_to_t2.trainable_variables[0],
@@ -75,6 +88,7 @@ def test_test_step_reports_translation_error_without_updating():
     weights = model.gen_t1_to_t2.trainable_variables[0].numpy().copy()
     logs = model.test_step(_batch(3))
     assert float(logs["supervised_t1_to_t2"]) > 0
+    assert float(logs["structure_t1_to_t2"]) > 0  # reported at validation whatever its weight
     np.testing.assert_array_equal(weights, model.gen_t1_to_t2.trainable_variables[0].numpy())
     assert int(model.global_step.numpy()) == 0
 

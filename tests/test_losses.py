@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from colab_utils import losses
 
@@ -46,3 +47,41 @@ def test_adversarial_losses_factory():
     assert losses.adversarial_losses("bce")[0] is losses.bce_generator_loss
     with pytest.raises(ValueError, match="'lsgan', 'bce'"):
         losses.adversarial_losses("wgan")
+
+
+def _random_image(seed, size=24):
+    image = np.random.default_rng(seed).uniform(-1, 1, (2, size, size, 1)).astype("float32")
+    image[:, 6:14, 8:18] += 1.5  # a bright block: edges in both orientations
+    return image
+
+
+def test_mind_descriptor_shape_range_and_edge_orientation():
+    image = np.zeros((1, 9, 9, 1), "float32")
+    image[..., 5:, :] = 1.0  # a vertical edge between columns 4 and 5
+    desc = np.asarray(losses.mind_descriptor(image))
+    assert desc.shape == (1, 9, 9, 1, 4)
+    assert desc.min() > 0 and np.allclose(desc.max(axis=-1), 1.0)
+    # Neighbours (up, down, left, right). On the edge, the rows above and below
+    # look the same and the columns across the edge do not.
+    on_edge = desc[0, 4, 4, 0]
+    assert on_edge[0] == pytest.approx(1.0) and on_edge[1] == pytest.approx(1.0)
+    assert on_edge[3] < 0.3
+    # Far from the edge every neighbour looks the same.
+    np.testing.assert_allclose(desc[0, 4, 0, 0], 1.0)
+
+
+def test_structure_loss_ignores_contrast_but_not_structure():
+    image = _random_image(0)
+    inverted = 1.0 - 3.0 * image  # a T1 -> T2 like inversion of the contrast
+    assert float(losses.structure_loss(image, inverted)) < 1e-5
+    assert float(losses.structure_loss(image, np.roll(image, 1, axis=2))) > 0.1
+    assert float(losses.structure_loss(image, _random_image(1))) > 0.1
+
+
+def test_structure_loss_is_finite_with_its_gradient_on_flat_images():
+    flat = tf.zeros((2, 24, 24, 1))
+    image = tf.Variable(_random_image(2))
+    with tf.GradientTape() as tape:
+        value = losses.structure_loss(flat, flat) + losses.structure_loss(flat, image)
+    grad = tape.gradient(value, image).numpy()
+    assert np.isfinite(float(value)) and np.isfinite(grad).all() and np.abs(grad).max() > 0
