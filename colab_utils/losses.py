@@ -113,10 +113,13 @@ def mind_descriptor(images, distance: int = 1, patch: int = 3):
     x = _f32(images)
     padded = ops.pad(x, [[0, 0], [distance, distance], [distance, distance], [0, 0]],
                      mode="reflect")
-    dists = ops.stack(
-        [ops.average_pool(ops.square(x - _shifted(padded, dy * distance, dx * distance, distance)),
-                          patch, strides=1, padding="same")
+    # The squared differences to the four neighbours side by side on the channel
+    # axis, (batch, H, W, 4·C), so that one pooling averages all the patches.
+    squares = ops.concatenate(
+        [ops.square(x - _shifted(padded, dy * distance, dx * distance, distance))
          for dy, dx in _MIND_OFFSETS], axis=-1)
+    pooled = ops.average_pool(squares, patch, strides=1, padding="same")
+    dists = ops.stack(ops.split(pooled, len(_MIND_OFFSETS), axis=-1), axis=-1)
     variance = ops.mean(dists, axis=-1, keepdims=True)
     # Bound V around its image mean, so that flat regions (V -> 0) and strong
     # edges do not give extreme ratios (as in Heinrich et al.).
