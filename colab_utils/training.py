@@ -50,6 +50,9 @@ from .models import patchgan_discriminator, resnet_generator, unet_generator
 from .precision import apply_policy, make_optimizer, resolve_policy
 from .schedules import LinearDecay
 
+# Images per validation batch (at least; see train()).
+VAL_BATCH = 16
+
 
 @dataclass
 class TrainResult:
@@ -326,10 +329,14 @@ def train(config: TrainConfig, run_dir, data=None, *, train_data: SliceSet | Non
         manager.save(at_step, collect_state(state_groups(model)), meta)
 
     callbacks = _callbacks(config, run_dir, val_data, show_inline, save) + list(extra_callbacks)
-    # Several replicas: only whole batches, so that no replica gets an empty share.
-    val_ds = (eval_batches(val_data, config.batch_size,
+    # Validation needs no gradients: a multiple of the batch size of at least
+    # VAL_BATCH images per batch (fewer calls; 90 demo slices 2.0 s instead of
+    # 2.7-5.1 s per epoch). Several replicas: only whole batches, so that no
+    # replica gets an empty share.
+    val_batch = config.batch_size * max(1, VAL_BATCH // config.batch_size)
+    val_ds = (eval_batches(val_data, val_batch,
                            drop_remainder=strategy.num_replicas_in_sync > 1
-                           and len(val_data) >= config.batch_size)
+                           and len(val_data) >= val_batch)
               if config.validate else None)
     limit = total_steps if stop_at_step is None else min(total_steps, stop_at_step)
     try:
