@@ -97,7 +97,8 @@ def loss_curves(history: list[dict]) -> Figure:
     epochs = [row["epoch"] for row in history]
     groups = {
         "generator": [k for k in history[0] if k.startswith(("gen_", "adv_", "cycle_",
-                                                               "identity_", "supervised_"))],
+                                                               "identity_", "structure_",
+                                                               "supervised_"))],
         "discriminator": [k for k in history[0] if k.startswith("disc_")],
         "validation": [k for k in history[0] if k.startswith("val_")],
     }

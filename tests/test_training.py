@@ -199,3 +199,14 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_p
     assert all(np.isfinite(row["gen_total"]) for row in history)
     assert history[0]["lr"] == pytest.approx(5e-5)
     assert TrainConfig.load(run / "config.json").lr == 5e-5
+
+
+def test_loss_curves_plot_each_term_in_its_group():
+    from colab_utils import viz
+
+    history = [{"epoch": e, "step": 40 * e, "gen_total": 2.0 / e, "structure_t1_to_t2": 0.1 / e,
+                "identity_t1": 0.0, "disc_t1": 0.3, "val_gen_total": 1.5 / e} for e in (1, 2)]
+    fig = viz.loss_curves(history)
+    labels = [[line.get_label() for line in ax.get_lines()] for ax in fig.axes]
+    # Terms that stay 0 (a weight of 0) are left out.
+    assert labels == [["gen_total", "structure_t1_to_t2"], ["disc_t1"], ["val_gen_total"]]
