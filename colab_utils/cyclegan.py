@@ -138,7 +138,8 @@ class CycleGAN(GeneratorPair, keras.Model):
 
     def __init__(self, gen_t1_to_t2, gen_t2_to_t1, disc_t1, disc_t2, *,
                  lambda_cycle=10.0, lambda_identity=5.0, lambda_structure=0.0,
-                 lambda_supervised=0.0, gan_mode="lsgan", pool_size=50, image_shape=None, seed=0, **kwargs):
+                 lambda_supervised=0.0, gan_mode="lsgan", pool_size=50, image_shape=None,
+                 seed=0, **kwargs):
         super().__init__(**kwargs)
         self.gen_t1_to_t2 = gen_t1_to_t2
         self.gen_t2_to_t1 = gen_t2_to_t1
@@ -225,7 +226,8 @@ class CycleGAN(GeneratorPair, keras.Model):
     def train_step(self, data):
         # 1. Translate both ways, cycle back, and map each domain to itself.
         # 2. Generator loss: adversarial + λ_cycle·cycle + λ_identity·identity
-        #    (+ λ_structure·MIND structure term) (+ λ_supervised·L1 to the paired target for CycleGAN_s).
+        #    (+ λ_structure·MIND structure term)
+        #    (+ λ_supervised·L1 to the paired target for CycleGAN_s).
         # 3. Update both generators with one optimizer.
         # 4. Pass the synthetic images through the image pools.
         # 5. Discriminator loss: real vs. pooled synthetic, per domain.

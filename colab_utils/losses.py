@@ -97,9 +97,10 @@ def mind_descriptor(images, distance: int = 1, patch: int = 3):
     mean squared difference between the ``patch``×``patch`` patches around the
     two (``D``), turned into ``exp(-D / V)`` with ``V`` the mean of ``D`` over the
     four neighbours, and scaled so that the largest of the four is 1. It
-    describes local structure (edges, their orientation, flat regions) and
-    does not change when the intensities are remapped, even non-monotonically,
-    which makes it a loss that compares a T1 with a T2 (Yang et al. 2018).
+    describes local structure (edges, their orientation, flat regions). It
+    does not change under an affine remapping of the intensities, an inverted
+    contrast included, and little under a smooth monotone one, which makes it
+    a loss that compares a T1 with a T2 (Yang et al. 2018).
 
     Args:
         images: (batch, H, W, C) tensor.
@@ -132,7 +133,7 @@ def structure_loss(source, translated):
     """Structure-consistency loss: mean |MIND(source) - MIND(translated)|.
 
     Unpaired: it compares a translation with its own input, not with a target,
-    and asks the translation to keep the input's edges wherever they are,
-    whatever its contrast (Yang et al. 2018, "structure-constrained CycleGAN").
+    and asks the translation to keep the input's edges where they are, in
+    whichever contrast (Yang et al. 2018, "structure-constrained CycleGAN").
     """
     return l1(mind_descriptor(source), mind_descriptor(translated))
