@@ -166,6 +166,24 @@ def test_outliers_are_flagged_relative_to_the_others():
     assert [r["outlier"] for r in records.values()] == [False] * 5 + [True]
 
 
+def test_phantom_smooth_field_equals_a_3d_cubic_zoom():
+    # The field is built as three 1-D spline zooms (matrix products); it must be the
+    # 3-D cubic zoom it replaces, with the same random grid, on an odd, uneven shape.
+    from scipy import ndimage
+
+    from colab_utils.data.phantom import _smooth_field
+
+    shape, coarse, amplitude = (37, 50, 23), 5, 3.0
+    field = _smooth_field(np.random.default_rng(4), shape, coarse, amplitude)
+    grid = np.random.default_rng(4).normal(size=(coarse,) * 3)
+    zoomed = ndimage.zoom(grid, [n / coarse for n in shape], order=3, mode="nearest")
+    expected = amplitude * zoomed / np.abs(zoomed).max()
+    assert field.shape == shape and field.dtype == np.float32
+    np.testing.assert_allclose(field, expected, atol=1e-6)
+    assert np.abs(field).max() == pytest.approx(amplitude, rel=1e-6)
+    assert np.abs(np.diff(field, axis=0)).max() < 0.5 * amplitude  # smooth, not noise
+
+
 def test_phantom_in_parallel_equals_sequential(phantom_dir, tmp_path):
     # phantom_dir holds subjects 1-4 of seed 7, written by one process.
     parallel = write_phantom(tmp_path / "parallel", n_subjects=2, seed=7, workers=2)
