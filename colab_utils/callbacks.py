@@ -69,14 +69,21 @@ class HistoryCallback(keras.callbacks.Callback):
     """Keeps ``history.csv`` (one row per epoch) and ``loss_curves.png`` up to date.
 
     A resumed run overwrites the rows of epochs it redoes, so the file always
-    describes one consistent run.
+    describes one consistent run. The CSV is written after every epoch. The
+    PNG (about a second to draw on a CPU) is redrawn after an epoch only when
+    ``redraw_seconds`` have passed since it was last drawn, and always when
+    training ends: with short epochs it lags by at most that long.
     """
 
-    def __init__(self, csv_path, png_path=None):
+    def __init__(self, csv_path, png_path=None, *, redraw_seconds: float = 60.0):
         super().__init__()
         self.csv_path = Path(csv_path)
         self.png_path = Path(png_path) if png_path else None
+        self.redraw_seconds = redraw_seconds
         self._started = None
+        self._rows: list[dict] = []
+        self._drawn_at = None  # perf_counter() of the last drawing; None: not drawn yet
+        self._stale = False  # rows written since the last drawing
 
     def on_epoch_begin(self, epoch, logs=None):
         self._started = time.perf_counter()
@@ -95,8 +102,18 @@ class HistoryCallback(keras.callbacks.Callback):
         for r in rows:
             writer.writerow({k: _format(r.get(k, "")) for k in fields})
         atomic_write_bytes(self.csv_path, text.getvalue().encode())
+        self._rows, self._stale = rows, True
+        if self._drawn_at is None or time.perf_counter() - self._drawn_at >= self.redraw_seconds:
+            self._draw()
+
+    def on_train_end(self, logs=None):
+        if self._stale:
+            self._draw()
+
+    def _draw(self):
         if self.png_path:
-            save_figure(viz.loss_curves(rows), self.png_path)
+            save_figure(viz.loss_curves(self._rows), self.png_path)
+        self._drawn_at, self._stale = time.perf_counter(), False
 
 
 def _format(value):

@@ -210,3 +210,33 @@ def test_loss_curves_plot_each_term_in_its_group():
     labels = [[line.get_label() for line in ax.get_lines()] for ax in fig.axes]
     # Terms that stay 0 (a weight of 0) are left out.
     assert labels == [["gen_total", "structure_t1_to_t2"], ["disc_t1"], ["val_gen_total"]]
+
+
+@pytest.mark.parametrize("redraw_seconds, drawn_after", [(0.0, [1, 2, 3, 4]), (1e9, [1, 4])])
+def test_loss_curves_redrawn_at_most_every_redraw_seconds_and_when_training_ends(
+        tmp_path, monkeypatch, redraw_seconds, drawn_after):
+    from types import SimpleNamespace
+
+    import tensorflow as tf
+
+    from colab_utils import callbacks, viz
+
+    drawn = []  # the number of epochs in each drawing
+    real = viz.loss_curves
+    monkeypatch.setattr(viz, "loss_curves", lambda rows: drawn.append(len(rows)) or real(rows))
+    history = callbacks.HistoryCallback(tmp_path / "history.csv", tmp_path / "curves.png",
+                                        redraw_seconds=redraw_seconds)
+    step = tf.Variable(0, dtype=tf.int64)
+    history.set_model(SimpleNamespace(global_step=step,
+                                      optimizer=SimpleNamespace(learning_rate=1e-3)))
+    for epoch in range(4):
+        history.on_epoch_begin(epoch)
+        step.assign_add(5)
+        history.on_epoch_end(epoch, {"gen_total": 1.0 / (epoch + 1), "disc_t1": 0.25})
+        # The CSV is current after every epoch, drawn or not.
+        assert [r["step"] for r in read_history(tmp_path / "history.csv")] == [
+            5 * (e + 1) for e in range(epoch + 1)]
+    history.on_train_end()
+    history.on_train_end()  # nothing new: not drawn again
+    assert drawn == drawn_after
+    assert (tmp_path / "curves.png").stat().st_size > 1000
