@@ -1,10 +1,45 @@
 import os
+import shutil
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+
+# The slowest files first: pytest-xdist (see pyproject.toml) sends whole files to its
+# workers in this order (with --no-loadscope-reorder), so the long ones do not come last.
+SLOWEST_FIRST = ("test_training.py", "test_notebooks.py", "test_distribute.py", "test_cli.py",
+                 "test_data_preprocess.py", "test_baselines.py", "test_cyclegan.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable otherwise
+
+
+def shared_directory(tmp_path_factory, name: str, build):
+    """``build(directory)`` once per test session, however many pytest-xdist workers
+    need it: the first builds it under a lock, the others wait and reuse it."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: one copy per worker
+        fcntl = None
+    if fcntl is None or "PYTEST_XDIST_WORKER" not in os.environ:
+        directory = tmp_path_factory.mktemp(name)
+        build(directory)
+        return directory
+    session = tmp_path_factory.getbasetemp().parent  # this session's, shared by its workers
+    directory, done = session / name, session / f"{name}.done"
+    with open(session / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not done.is_file():
+            shutil.rmtree(directory, ignore_errors=True)  # a build that failed part-way
+            directory.mkdir()
+            build(directory)
+            done.touch()
+    return directory
 
 
 @pytest.fixture(autouse=True)
@@ -33,7 +68,8 @@ def phantom_dir(tmp_path_factory):
     """Four phantom subjects (seed 7), shared by every test that needs NIfTI files."""
     from colab_utils.data.phantom import write_phantom
 
-    return write_phantom(tmp_path_factory.mktemp("phantom"), n_subjects=4, seed=7)
+    return shared_directory(tmp_path_factory, "phantom",
+                            lambda out: write_phantom(out, n_subjects=4, seed=7))
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +79,5 @@ def store(phantom_dir, tmp_path_factory):
     from colab_utils.data.nifti import find_pairs
     from colab_utils.data.preprocess import PreprocessConfig, preprocess
 
-    out = tmp_path_factory.mktemp("store")
-    preprocess(find_pairs(phantom_dir).pairs, out, PreprocessConfig(), workers=2,
-               log=lambda *_: None)
-    return out
+    return shared_directory(tmp_path_factory, "store", lambda out: preprocess(
+        find_pairs(phantom_dir).pairs, out, PreprocessConfig(), workers=2, log=lambda *_: None))
