@@ -86,6 +86,9 @@ class TrainConfig:
     disc_lr_scale: float = 1.0
     beta_1: float = 0.5
     beta_2: float = 0.999
+    # Both learning rates ramp linearly up over the first warmup_steps optimizer steps
+    # (0: none, as in the papers; schedules.LinearDecay).
+    warmup_steps: int = 0
     batch_size: int = 1
     epochs: int = 100
     epochs_decay: int = 100
@@ -157,7 +160,7 @@ class TrainConfig:
         positive = ("image_size", "channels", "gen_filters", "disc_filters", "disc_layers",
                     "batch_size", "keep_checkpoints")
         non_negative = ("n_res_blocks", "pool_size", "epochs", "epochs_decay",
-                        "max_steps_per_epoch", "checkpoint_every_steps", "grid_slices",
+                        "max_steps_per_epoch", "checkpoint_every_steps", "grid_slices", "warmup_steps",
                         "lambda_cycle", "lambda_identity", "lambda_structure",
                         "lambda_supervised", "lambda_l1",
                         "verbose")

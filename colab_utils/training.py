@@ -70,7 +70,7 @@ def _optimizers(config: TrainConfig, steps_per_epoch: int, policy: str, adversar
     """The generators' optimizer, and the discriminators' (at ``disc_lr_scale`` × lr)."""
     def make(lr):
         schedule = LinearDecay(lr, config.epochs * steps_per_epoch,
-                               config.epochs_decay * steps_per_epoch)
+                               config.epochs_decay * steps_per_epoch, config.warmup_steps)
         return make_optimizer(policy, schedule, config.beta_1, config.beta_2)
     return make(config.lr), (make(config.lr * config.disc_lr_scale) if adversarial else None)
 

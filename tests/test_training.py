@@ -240,3 +240,25 @@ def test_loss_curves_redrawn_at_most_every_redraw_seconds_and_when_training_ends
     history.on_train_end()  # nothing new: not drawn again
     assert drawn == drawn_after
     assert (tmp_path / "curves.png").stat().st_size > 1000
+
+
+def test_learning_rate_schedule_warmup_constant_then_linear_decay():
+    import keras
+
+    from colab_utils.schedules import LinearDecay
+
+    def rates(schedule, steps=9):
+        return [float(schedule(step)) for step in range(steps)]
+
+    # The paper's: constant for 4 steps, then to zero over 4.
+    np.testing.assert_allclose(rates(LinearDecay(1.0, 4, 4)),
+                               [1, 1, 1, 1, 1, 0.75, 0.5, 0.25, 0], atol=1e-7)
+    # With a 3-step warm-up: (k + 1) / 3 of the rate for the first steps.
+    warm = LinearDecay(1.0, 4, 4, warmup_steps=3)
+    np.testing.assert_allclose(rates(warm), [1 / 3, 2 / 3, 1, 1, 1, 0.75, 0.5, 0.25, 0],
+                               atol=1e-6)
+    # Saved with a model's optimizer: the warm-up survives the round trip.
+    again = keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(warm))
+    assert rates(again) == rates(warm)
+    with pytest.raises(ValueError, match="non-negative step counts"):
+        LinearDecay(1.0, 4, 4, warmup_steps=-1)
