@@ -66,6 +66,9 @@ class TrainConfig:
     upsampling: str = "transpose"
     # ResNet generators: stem features concatenated before the head (models.resnet_generator).
     long_skip: bool = False
+    # ResNet generators: a per-pixel intensity path added before the tanh
+    # (models.resnet_generator).
+    intensity_path: bool = False
     # Losses.
     # "auto": LSGAN for the CycleGANs (their paper), BCE for pix2pix (its paper).
     gan_mode: str = "auto"

@@ -172,6 +172,7 @@ def resnet_generator(
     upsampling: str = "transpose",
     dropout: float = 0.0,
     long_skip: bool = False,
+    intensity_path: bool = False,
     name: str = "resnet_generator",
 ) -> keras.Model:
     """ResNet generator of Johnson et al. as used by CycleGAN.
@@ -194,6 +195,12 @@ def resnet_generator(
             last upsampling's output before the head, like a U-Net's top
             level (not in the paper): pixel-scale detail then need not pass
             through the 4× smaller bottleneck.
+        intensity_path: Add a per-pixel function of the input intensity
+            (1×1 convolutions, no normalisation) to the head's output before
+            the ``tanh`` (not in the paper). It can learn an intensity
+            transfer, like a lookup table, that keeps every edge of the
+            input; the convolutional path adds what depends on context. Its
+            last layer starts at zero, so the generator starts as without it.
         name: Model name.
 
     Returns:
@@ -224,6 +231,13 @@ def resnet_generator(
     x = ReflectionPadding2D(3, name="head_pad")(x)
     x = NarrowConv2D(channels, 7, padding="valid", kernel_initializer=_init(),
                      name="head_conv")(x)
+    if intensity_path:
+        p = inputs
+        for i in (1, 2):
+            p = layers.Conv2D(16, 1, kernel_initializer="he_normal", name=f"intensity{i}")(p)
+            p = layers.LeakyReLU(0.2, name=f"intensity{i}_act")(p)
+        p = NarrowConv2D(channels, 1, kernel_initializer="zeros", name="intensity_out")(p)
+        x = layers.Add(name="intensity_add")([x, p])
     outputs = layers.Activation("tanh", dtype="float32", name="tanh")(x)
     return keras.Model(inputs, outputs, name=name)
 

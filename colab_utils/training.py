@@ -95,7 +95,7 @@ def build_cyclegan(config: TrainConfig, steps_per_epoch: int, policy: str = "flo
     size, ch = config.image_size, config.channels
     gen_kw = dict(image_size=size, channels=ch, filters=config.gen_filters,
                   n_blocks=config.n_res_blocks, norm=config.norm, upsampling=config.upsampling,
-                  long_skip=config.long_skip)
+                  long_skip=config.long_skip, intensity_path=config.intensity_path)
     disc_kw = dict(image_size=size, channels=ch, filters=config.disc_filters,
                    n_layers=config.disc_layers, norm=config.resolved_disc_norm)
     model = _with_policy(policy, lambda: CycleGAN(
@@ -136,7 +136,7 @@ def build_paired(config: TrainConfig, steps_per_epoch: int,
         return resnet_generator(image_size=size, channels=ch, filters=config.gen_filters,
                                 n_blocks=config.n_res_blocks, norm=config.norm,
                                 upsampling=config.upsampling, long_skip=config.long_skip,
-                                name=name)
+                                intensity_path=config.intensity_path, name=name)
 
     def build():
         discs = [None, None]

@@ -63,6 +63,36 @@ def test_long_skip_feeds_the_stem_features_to_the_head():
     assert expected.std() > 0.01
 
 
+def test_intensity_path_starts_at_zero_and_is_a_per_pixel_function():
+    plain = resnet_generator(image_size=32, filters=8, n_blocks=1, long_skip=True)
+    path = resnet_generator(image_size=32, filters=8, n_blocks=1, long_skip=True,
+                            intensity_path=True)
+    # Two 1×1 layers of 16 and a 1×1 output: (1·16 + 16) + (16·16 + 16) + (16 + 1).
+    assert path.count_params() - plain.count_params() == 32 + 272 + 17
+    for layer in plain.layers:
+        if layer.weights:
+            path.get_layer(layer.name).set_weights(layer.get_weights())
+    x = np.random.default_rng(5).uniform(-1, 1, (2, 32, 32, 1)).astype("float32")
+    # Its last layer starts at zero: the same generator as without it.
+    np.testing.assert_allclose(path(x).numpy(), plain(x).numpy(), atol=1e-6)
+    # With the convolutional head silenced and the path's output switched on, the
+    # generator is a function of each pixel's own intensity: one changed input pixel
+    # changes that output pixel and no other.
+    kernel, bias = path.get_layer("head_conv").get_weights()
+    path.get_layer("head_conv").set_weights([np.zeros_like(kernel), np.zeros_like(bias)])
+    out = path.get_layer("intensity_out")
+    out.set_weights([np.full_like(w, 0.3) for w in out.get_weights()])
+    changed = x.copy()
+    changed[0, 10, 20, 0] = -changed[0, 10, 20, 0]
+    difference = np.abs(path(changed).numpy() - path(x).numpy())
+    assert difference[0, 10, 20, 0] > 1e-3
+    difference[0, 10, 20, 0] = 0
+    assert difference.max() == 0
+    # ... and the same function everywhere: equal intensities, equal outputs.
+    flat = path(np.full((1, 32, 32, 1), 0.4, "float32")).numpy()
+    assert np.ptp(flat) < 1e-6
+
+
 def test_instance_norm_normalises_each_channel_of_each_image():
     g = resnet_generator(image_size=32, filters=8, n_blocks=1)
     probe = keras.Model(g.input, g.get_layer("stem_norm").output)
