@@ -56,8 +56,7 @@ class PipelineSettings:
     # A per-pixel intensity path in the ResNet generators (supervised, CycleGAN, CycleGAN_s;
     # models.resnet_generator). Demo CycleGAN, λ_structure 2, test masked SSIM T1→T2 / T2→T1:
     # seed 0 0.886 / 0.904 with it, 0.857 / 0.860 without; seed 2 0.889 / 0.905 and
-    # 0.875 / 0.890; seed 1 fails
-    # either way (0.04 / 0.19 with it).
+    # 0.875 / 0.890; seed 1 fails either way (0.04 / 0.19 with it).
     intensity_path: bool = True
     disc_filters: int = 32
     # The identity loss asks G_t1→t2(T2) = T2, which fights an inverted contrast; in the
