@@ -163,8 +163,8 @@ class TrainConfig:
         positive = ("image_size", "channels", "gen_filters", "disc_filters", "disc_layers",
                     "batch_size", "keep_checkpoints")
         non_negative = ("n_res_blocks", "pool_size", "epochs", "epochs_decay",
-                        "max_steps_per_epoch", "checkpoint_every_steps", "grid_slices", "warmup_steps",
-                        "lambda_cycle", "lambda_identity", "lambda_structure",
+                        "max_steps_per_epoch", "checkpoint_every_steps", "grid_slices",
+                        "warmup_steps", "lambda_cycle", "lambda_identity", "lambda_structure",
                         "lambda_supervised", "lambda_l1",
                         "verbose")
         for name in positive:
