@@ -33,7 +33,7 @@ STRATEGIES = ("auto", "default", "mirrored", "tpu", "multiworker")
 # or how it reports, not what a step computes.
 RESUMABLE_CHANGES = frozenset({
     "epochs", "epochs_decay", "checkpoint_every_steps", "keep_checkpoints",
-    "grid_slices", "validate", "verbose", "tensorboard",
+    "grid_slices", "validate", "validate_every", "verbose", "tensorboard",
     # Checkpoints hold one copy of each variable: a run may resume on other hardware.
     "strategy",
     # The schedule is a function of (lr, step), not a saved state: resuming with a
@@ -112,6 +112,9 @@ class TrainConfig:
     keep_checkpoints: int = 3
     grid_slices: int = 4
     validate: bool = True
+    # Validate after every n-th epoch and after the last (the image grid is drawn
+    # after every epoch either way).
+    validate_every: int = 1
     tensorboard: bool = True
     verbose: int = 2
     notes: str = field(default="")
@@ -161,7 +164,7 @@ class TrainConfig:
         check_choice("precision", self.precision, PRECISIONS)
         check_choice("strategy", self.strategy, STRATEGIES)
         positive = ("image_size", "channels", "gen_filters", "disc_filters", "disc_layers",
-                    "batch_size", "keep_checkpoints")
+                    "batch_size", "keep_checkpoints", "validate_every")
         non_negative = ("n_res_blocks", "pool_size", "epochs", "epochs_decay",
                         "max_steps_per_epoch", "checkpoint_every_steps", "grid_slices",
                         "warmup_steps", "lambda_cycle", "lambda_identity", "lambda_structure",

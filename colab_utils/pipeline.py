@@ -44,6 +44,8 @@ class PipelineSettings:
     epochs: int = 6
     epochs_decay: int = 2
     steps_per_epoch: int = 40
+    # Validation losses after every other epoch and the last (about 2 s each in the demo).
+    validate_every: int = 2
     batch_size: int = 4
     lr: float = 8e-4
     gen_filters: int = 16
@@ -81,9 +83,9 @@ class PipelineSettings:
         values = {}
         if name == "paper":
             values = dict(slices="brain", image_size=256, epochs=100, epochs_decay=100,
-                          steps_per_epoch=0, batch_size=1, lr=2e-4, gen_filters=64,
-                          n_res_blocks=9, long_skip=False, intensity_path=False,
-                          disc_filters=64,
+                          steps_per_epoch=0, validate_every=1, batch_size=1, lr=2e-4,
+                          gen_filters=64, n_res_blocks=9, long_skip=False,
+                          intensity_path=False, disc_filters=64,
                           lambda_identity=5.0, lambda_structure=0.0, pool_size=50)
         values.update(overrides)
         return cls(**values).validated()
@@ -120,7 +122,7 @@ def method_config(method: str, settings: PipelineSettings) -> TrainConfig:
         lambda_identity=settings.lambda_identity, lambda_structure=settings.lambda_structure,
         pool_size=settings.pool_size, batch_size=settings.batch_size, lr=settings.lr,
         epochs=settings.epochs, epochs_decay=settings.epochs_decay,
-        max_steps_per_epoch=settings.steps_per_epoch,
+        max_steps_per_epoch=settings.steps_per_epoch, validate_every=settings.validate_every,
         precision=settings.precision, strategy=settings.strategy, seed=settings.seed,
         tensorboard=False, grid_slices=2, verbose=2)
 

@@ -392,10 +392,17 @@ def _fit(model, config: TrainConfig, train_data: SliceSet, val_ds, callbacks, sp
         whole = step % spe == 0 and (end - step) % spe == 0
         model.fit(dataset, initial_epoch=epoch, epochs=end // spe if whole else epoch + 1,
                   steps_per_epoch=spe if whole else end - step,
-                  validation_data=val_ds, callbacks=callbacks, verbose=config.verbose,
-                  shuffle=False)
+                  validation_data=val_ds, validation_freq=validation_epochs(config),
+                  callbacks=callbacks, verbose=config.verbose, shuffle=False)
         step = int(model.global_step.numpy())
     return step
+
+
+def validation_epochs(config: TrainConfig) -> list[int]:
+    """The epochs (from 1) after which training validates: every ``validate_every``-th
+    and the last."""
+    last = config.total_epochs
+    return [e for e in range(1, last + 1) if e % config.validate_every == 0 or e == last]
 
 
 def _finish(run_dir: Path, result: TrainResult, spe: int) -> TrainResult:

@@ -93,23 +93,27 @@ def _number(value):
 
 
 def loss_curves(history: list[dict]) -> Figure:
-    """Loss curves per epoch: generator terms, discriminator terms, validation."""
-    epochs = [row["epoch"] for row in history]
+    """Loss curves per epoch: generator terms, discriminator terms, validation.
+
+    A term missing from some rows (validation runs every ``validate_every``
+    epochs) is drawn through the epochs that have it.
+    """
+    keys = list(dict.fromkeys(k for row in history for k in row))
     groups = {
-        "generator": [k for k in history[0] if k.startswith(("gen_", "adv_", "cycle_",
-                                                               "identity_", "structure_",
-                                                               "supervised_"))],
-        "discriminator": [k for k in history[0] if k.startswith("disc_")],
-        "validation": [k for k in history[0] if k.startswith("val_")],
+        "generator": [k for k in keys if k.startswith(("gen_", "adv_", "cycle_", "identity_",
+                                                        "structure_", "supervised_"))],
+        "discriminator": [k for k in keys if k.startswith("disc_")],
+        "validation": [k for k in keys if k.startswith("val_")],
     }
     groups = {name: keys for name, keys in groups.items() if keys}
     fig = Figure(figsize=(5 * len(groups), 3.6), dpi=100)
     axes = fig.subplots(1, len(groups), squeeze=False)[0]
     for ax, (name, keys) in zip(axes, groups.items()):
         for key in keys:
-            values = [row.get(key) for row in history]
-            if all(isinstance(v, float) for v in values) and any(v != 0 for v in values):
-                ax.plot(epochs, values, marker="o", markersize=3, label=key)
+            points = [(row["epoch"], row[key]) for row in history
+                      if isinstance(row.get(key), float)]
+            if points and any(v != 0 for _, v in points):
+                ax.plot(*zip(*points), marker="o", markersize=3, label=key)
         ax.set_title(name)
         ax.set_xlabel("epoch")
         ax.set_yscale("log")

@@ -51,6 +51,7 @@ def test_json_round_trip(tmp_path):
     ("lambda_structure", -0.5, "'lambda_structure': expected >= 0"),
     ("pool_size", -2, "'pool_size': expected >= 0"),
     ("warmup_steps", -1, "'warmup_steps': expected >= 0"),
+    ("validate_every", 0, "'validate_every': expected > 0"),
 ])
 def test_out_of_range_values_are_rejected(field, value, message):
     with pytest.raises(ValueError, match=message):

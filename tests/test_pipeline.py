@@ -22,6 +22,7 @@ def test_method_config_follows_the_settings():
     assert config.lambda_structure == 1.5 and config.intensity_path
     assert config.lr == 1e-3 and config.total_epochs == 2 and config.max_steps_per_epoch == 2
     assert config.strategy == "default" and config.precision == "off"
+    assert config.validate_every == 2
 
 
 def test_pipeline_command_starts_from_the_preset_and_applies_only_given_options():
@@ -35,7 +36,7 @@ def test_pipeline_command_starts_from_the_preset_and_applies_only_given_options(
     assert seen["image_size"] == 256 and seen["gen_filters"] == 64 and seen["lr"] == 2e-4
     assert seen["lambda_identity"] == 5.0 and seen["lambda_structure"] == 0.0
     assert not seen["long_skip"] and not seen["intensity_path"]
-    assert seen["epochs"] == 3 and seen["epochs_decay"] == 100
+    assert seen["epochs"] == 3 and seen["epochs_decay"] == 100 and seen["validate_every"] == 1
     assert seen["strategy"] == "mirrored" and seen["methods"] == ["simple", "cyclegan"]
     assert cli.pipeline_settings(parser.parse_args(["pipeline"])) == PipelineSettings()
 

@@ -113,6 +113,20 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted_run(tmp_path
         (checkpoints / "ckpt-000000008.json").read_text())["meta"]["variables"]["model"])
 
 
+def test_validates_every_nth_epoch_and_after_the_last(tmp_path, toy_data):
+    config = TrainConfig.smoke(max_steps_per_epoch=1, epochs=3, epochs_decay=2,
+                               validate_every=2, grid_slices=1, tensorboard=False)
+    train(config, tmp_path / "run", toy_data, show_inline=False)
+    history = read_history(tmp_path / "run" / "history.csv")
+    validated = [row["epoch"] for row in history
+                 if isinstance(row.get("val_gen_total"), float)]
+    assert [row["epoch"] for row in history] == [1, 2, 3, 4, 5]
+    assert validated == [2, 4, 5]
+    assert all(row["val_gen_total"] == "" for row in history if row["epoch"] in (1, 3))
+    # Every epoch still draws its grid.
+    assert len(list((tmp_path / "run" / "grids").iterdir())) == 5
+
+
 def test_corrupt_latest_checkpoint_resumes_from_previous(tmp_path, toy_data):
     run = tmp_path / "run"
     config = TrainConfig.smoke(max_steps_per_epoch=2, validate=False, grid_slices=0)
@@ -210,6 +224,15 @@ def test_loss_curves_plot_each_term_in_its_group():
     labels = [[line.get_label() for line in ax.get_lines()] for ax in fig.axes]
     # Terms that stay 0 (a weight of 0) are left out.
     assert labels == [["gen_total", "structure_t1_to_t2"], ["disc_t1"], ["val_gen_total"]]
+
+    # Validation every other epoch: its curve goes through the epochs that have it.
+    history.append({"epoch": 3, "step": 120, "gen_total": 0.5, "structure_t1_to_t2": 0.03,
+                    "identity_t1": 0.0, "disc_t1": 0.3, "val_gen_total": ""})
+    history.append({"epoch": 4, "step": 160, "gen_total": 0.4, "structure_t1_to_t2": 0.02,
+                    "identity_t1": 0.0, "disc_t1": 0.3, "val_gen_total": 0.3})
+    val_line, = viz.loss_curves(history).axes[2].get_lines()
+    assert list(val_line.get_xdata()) == [1, 2, 4]
+    assert list(val_line.get_ydata()) == [1.5, 0.75, 0.3]
 
 
 @pytest.mark.parametrize("redraw_seconds, drawn_after", [(0.0, [1, 2, 3, 4]), (1e9, [1, 4])])
