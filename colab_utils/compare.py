@@ -198,11 +198,15 @@ def boxplots(results: list[MethodResults], direction: str):
 
 
 def qualitative_figure(results: list[MethodResults], data, split: str, direction: str,
-                       n_slices: int = 3):
-    """Fixed test slices: input | each method | ground truth | each method's |error|."""
+                       n_slices: int = 3, methods=None):
+    """Fixed test slices: input | each method | ground truth | each method's |error|.
+
+    ``methods``: the results' methods already loaded (:func:`load_method`), so
+    that drawing both directions loads each model once.
+    """
     from .viz import image_table
 
-    methods = [load_method(r.run) for r in results]
+    methods = methods or [load_method(r.run) for r in results]
     sizes = {m.image_size for m in methods if m.image_size}
     if len(sizes) > 1:
         raise ValueError(f"the runs work at different image sizes {sorted(sizes)}; a "
@@ -264,11 +268,13 @@ def compare(runs, out, *, split: str = "test", data=None, reference: str = "cycl
     atomic_write_bytes(out / "table.md", table_md.encode())
     figures = []
     data = data or results[0].data
+    methods = [load_method(r.run) for r in results] if qualitative_slices and data else None
     for direction in DIRECTIONS:
         save_figure(boxplots(results, direction), out / f"boxplots_{direction}.png")
         figures.append(f"boxplots_{direction}.png")
-        if qualitative_slices and data:
-            save_figure(qualitative_figure(results, data, split, direction, qualitative_slices),
+        if methods:
+            save_figure(qualitative_figure(results, data, split, direction, qualitative_slices,
+                                           methods),
                         out / f"qualitative_{direction}.png")
             figures.append(f"qualitative_{direction}.png")
     n_subjects = {int(row["n_subjects"]) for r in results for row in r.summary}

@@ -79,7 +79,13 @@ def test_evaluate_writes_every_table_for_both_directions(two_runs):
     assert json.loads((directory / "evaluation.json").read_text())["method"] == "simple"
 
 
-def test_compare_two_runs_writes_table_tests_and_figures(two_runs, tmp_path):
+def test_compare_two_runs_writes_table_tests_and_figures(two_runs, tmp_path, monkeypatch):
+    from colab_utils import compare as compare_module
+
+    loaded = []
+    load = compare_module.load_method
+    monkeypatch.setattr(compare_module, "load_method",
+                        lambda run, **kw: loaded.append(Path(run).name) or load(run, **kw))
     data, runs = two_runs
     result = compare([runs["simple"], runs["supervised"]], tmp_path / "cmp", data=data,
                      reference="supervised", qualitative_slices=2)
@@ -95,6 +101,8 @@ def test_compare_two_runs_writes_table_tests_and_figures(two_runs, tmp_path):
     assert all(0 < t["p_value"] <= 1 for t in slice_tests if t["note"] != "identical values")
     report = result.report.read_text()
     assert "Wilcoxon" in report and "qualitative_t1_to_t2.png" in report
+    # Both directions' figures are drawn with one load of each model.
+    assert sorted(loaded) == sorted([runs["simple"].name, runs["supervised"].name])
 
 
 def _fake_run(root: Path, model: str, offset: float, rng) -> Path:
