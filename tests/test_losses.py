@@ -85,3 +85,47 @@ def test_structure_loss_is_finite_with_its_gradient_on_flat_images():
         value = losses.structure_loss(flat, flat) + losses.structure_loss(flat, image)
     grad = tape.gradient(value, image).numpy()
     assert np.isfinite(float(value)) and np.isfinite(grad).all() and np.abs(grad).max() > 0
+
+
+def _brains(seed, n=3, size=16):
+    """Images in [-1, 1] with background -1 and a disc of random intensities."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    inside = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 3) ** 2
+    images = np.full((n, size, size, 1), -1.0, np.float32)
+    images[:, inside] = rng.uniform(-0.8, 0.9, (n, inside.sum(), 1))
+    return images, inside
+
+
+def test_intensity_distribution_loss_compares_histograms_not_pixels():
+    images, inside = _brains(0)
+    # The same intensities in other places: a permutation inside the brain.
+    shuffled = images.copy()
+    rng = np.random.default_rng(1)
+    for image in shuffled:
+        values = image[inside]
+        image[inside] = values[rng.permutation(len(values))]
+    assert float(losses.intensity_distribution_loss(shuffled, images, images)) < 1e-6
+    # A shift of every brain intensity by c is a Wasserstein-1 distance of c.
+    shifted = np.where(images > -1, images + 0.1, -1.0)
+    assert float(losses.intensity_distribution_loss(shifted, images, images)) == \
+        pytest.approx(0.1, abs=1e-6)
+    # Only the source's brain counts: the translation's background is ignored, and
+    # the target's brain may be another size.
+    noisy_background = np.where(images > -1, images, 0.5)
+    assert float(losses.intensity_distribution_loss(noisy_background, images, images)) < 1e-6
+    other, _ = _brains(2, n=5, size=24)
+    assert float(losses.intensity_distribution_loss(images, images, other)) < 0.1
+    # U(-0.8, 0.9) against U(-1.3, 0.4): a distance of 0.5.
+    darker = np.where(images > -1, images - 0.5, -1.0)
+    assert float(losses.intensity_distribution_loss(darker, images, other)) > 0.4
+
+
+def test_intensity_distribution_loss_gradient_reaches_only_the_brain():
+    images, _ = _brains(3)
+    translated = tf.Variable(np.where(images > -1, 0.2, 0.7).astype(np.float32))
+    with tf.GradientTape() as tape:
+        value = losses.intensity_distribution_loss(translated, images, images)
+    grad = tape.gradient(value, translated).numpy()
+    assert float(value) > 0.1
+    assert np.abs(grad[images > -1]).sum() > 0 and not np.any(grad[images <= -1])
