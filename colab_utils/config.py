@@ -77,10 +77,6 @@ class TrainConfig:
     # Structure consistency (MIND) between each input and its translation, in the
     # CycleGANs; unpaired. 0 in the CycleGAN paper (losses.structure_loss).
     lambda_structure: float = 0.0
-    # Intensity distribution (1-D Wasserstein of brain intensities) of each
-    # translation against the target batch, in the CycleGANs; unpaired. 0 in the
-    # CycleGAN paper (losses.intensity_distribution_loss).
-    lambda_intensity: float = 0.0
     # Paired L1 weights: CycleGAN_s's supervised term; pix2pix's L1 term.
     lambda_supervised: float = 10.0
     lambda_l1: float = 100.0
@@ -172,7 +168,6 @@ class TrainConfig:
         non_negative = ("n_res_blocks", "pool_size", "epochs", "epochs_decay",
                         "max_steps_per_epoch", "checkpoint_every_steps", "grid_slices",
                         "warmup_steps", "lambda_cycle", "lambda_identity", "lambda_structure",
-                        "lambda_intensity",
                         "lambda_supervised", "lambda_l1",
                         "verbose")
         for name in positive:

@@ -15,7 +15,6 @@ from .precision import apply_gradients
 LOSS_KEYS = (
     "gen_total", "adv_t1_to_t2", "adv_t2_to_t1", "cycle_t1", "cycle_t2",
     "identity_t1", "identity_t2", "structure_t1_to_t2", "structure_t2_to_t1",
-    "intensity_t1_to_t2", "intensity_t2_to_t1",
     "supervised_t1_to_t2", "supervised_t2_to_t1", "disc_t1", "disc_t2",
 )
 
@@ -129,9 +128,6 @@ class CycleGAN(GeneratorPair, keras.Model):
         lambda_structure: Weight of the structure-consistency term between each
             input and its translation (:func:`losses.structure_loss`, MIND;
             0 in the CycleGAN paper). Unpaired: it needs no target.
-        lambda_intensity: Weight of the intensity-distribution term between each
-            translation and the other domain's batch
-            (:func:`losses.intensity_distribution_loss`; 0 in the paper). Unpaired.
         lambda_supervised: Weight of the paired L1 (0 for plain CycleGAN).
         gan_mode: ``"lsgan"`` (the paper) or ``"bce"``.
         pool_size: Images kept per domain in the image pool (50; 0 disables).
@@ -142,7 +138,7 @@ class CycleGAN(GeneratorPair, keras.Model):
 
     def __init__(self, gen_t1_to_t2, gen_t2_to_t1, disc_t1, disc_t2, *,
                  lambda_cycle=10.0, lambda_identity=5.0, lambda_structure=0.0,
-                 lambda_intensity=0.0, lambda_supervised=0.0, gan_mode="lsgan", pool_size=50, image_shape=None,
+                 lambda_supervised=0.0, gan_mode="lsgan", pool_size=50, image_shape=None,
                  seed=0, **kwargs):
         super().__init__(**kwargs)
         self.gen_t1_to_t2 = gen_t1_to_t2
@@ -151,14 +147,12 @@ class CycleGAN(GeneratorPair, keras.Model):
         self.disc_t2 = disc_t2
         for name, value in (("lambda_cycle", lambda_cycle), ("lambda_identity", lambda_identity),
                             ("lambda_structure", lambda_structure),
-                            ("lambda_intensity", lambda_intensity),
                             ("lambda_supervised", lambda_supervised)):
             if value < 0:
                 raise ValueError(f"{name}: expected >= 0, got {value}")
         self.lambda_cycle = float(lambda_cycle)
         self.lambda_identity = float(lambda_identity)
         self.lambda_structure = float(lambda_structure)
-        self.lambda_intensity = float(lambda_intensity)
         self.lambda_supervised = float(lambda_supervised)
         self.gan_mode = gan_mode
         self.gen_adv_loss, self.disc_adv_loss = losses.adversarial_losses(gan_mode)
@@ -215,13 +209,6 @@ class CycleGAN(GeneratorPair, keras.Model):
             out["structure_t2_to_t1"] = losses.structure_loss(real_t2, fake_t1)
         else:
             out["structure_t1_to_t2"] = out["structure_t2_to_t1"] = zero
-        if self.lambda_intensity > 0 or not training:
-            out["intensity_t1_to_t2"] = losses.intensity_distribution_loss(
-                fake_t2, real_t1, real_t2)
-            out["intensity_t2_to_t1"] = losses.intensity_distribution_loss(
-                fake_t1, real_t2, real_t1)
-        else:
-            out["intensity_t1_to_t2"] = out["intensity_t2_to_t1"] = zero
         if self.lambda_supervised > 0 or not training:
             out["supervised_t1_to_t2"] = losses.supervised_loss(real_t2, fake_t2)
             out["supervised_t2_to_t1"] = losses.supervised_loss(real_t1, fake_t1)
@@ -232,7 +219,6 @@ class CycleGAN(GeneratorPair, keras.Model):
             + self.lambda_cycle * (out["cycle_t1"] + out["cycle_t2"])
             + self.lambda_identity * (out["identity_t1"] + out["identity_t2"])
             + self.lambda_structure * (out["structure_t1_to_t2"] + out["structure_t2_to_t1"])
-            + self.lambda_intensity * (out["intensity_t1_to_t2"] + out["intensity_t2_to_t1"])
             + self.lambda_supervised * (out["supervised_t1_to_t2"] + out["supervised_t2_to_t1"])
         )
         return out
@@ -240,7 +226,7 @@ class CycleGAN(GeneratorPair, keras.Model):
     def train_step(self, data):
         # 1. Translate both ways, cycle back, and map each domain to itself.
         # 2. Generator loss: adversarial + λ_cycle·cycle + λ_identity·identity
-        #    (+ λ_structure·MIND structure term, + λ_intensity·intensity distributions)
+        #    (+ λ_structure·MIND structure term)
         #    (+ λ_supervised·L1 to the paired target for CycleGAN_s).
         # 3. Update both generators with one optimizer.
         # 4. Pass the synthetic images through the image pools.

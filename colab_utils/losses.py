@@ -137,35 +137,3 @@ def structure_loss(source, translated):
     whichever contrast (Yang et al. 2018, "structure-constrained CycleGAN").
     """
     return l1(mind_descriptor(source), mind_descriptor(translated))
-
-
-def intensity_distribution_loss(translated, source, target, levels: int = 64,
-                                background: float = -1.0):
-    """Unpaired intensity-distribution term: the 1-D Wasserstein-1 distance between
-    the translations' intensities inside the sources' foreground and the target
-    batch's intensities inside its own foreground.
-
-    Both sets of pixels (each pooled over its batch) are summarised by their
-    quantiles at ``levels`` evenly spaced levels, and the term is the mean
-    absolute difference of the two. It compares histograms, not pixels, so it
-    needs no pairing; it pulls the translation's brightness of each tissue
-    towards the target domain's, which adversarial and MIND terms do only
-    weakly (the Simple baseline matches the same histograms, per image, by
-    construction). Foreground is where an image is above ``background`` (the
-    models see [-1, 1], and preprocessing sets the background to the minimum,
-    -1). Shapes are static (the background is sorted to the
-    end and the quantiles are gathered by count), so it runs under XLA too.
-    """
-    def quantiles(values, inside):
-        values = ops.reshape(_f32(values), (-1,))
-        inside = ops.reshape(inside, (-1,))
-        count = ops.maximum(ops.sum(ops.cast(inside, "float32")), 1.0)
-        # Background above every intensity, so that the foreground sorts first.
-        ordered = ops.sort(ops.where(inside, values, ops.max(values) + 1.0))
-        position = ops.linspace(0.0, 1.0, levels) * (count - 1.0)
-        return ops.take(ordered, ops.cast(ops.round(position), "int32"))
-
-    threshold = background + 1e-3
-    fake = quantiles(translated, _f32(source) > threshold)
-    real = quantiles(target, _f32(target) > threshold)
-    return ops.mean(ops.abs(fake - ops.stop_gradient(real)))

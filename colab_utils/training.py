@@ -104,7 +104,7 @@ def build_cyclegan(config: TrainConfig, steps_per_epoch: int, policy: str = "flo
         patchgan_discriminator(name="disc_t1", **disc_kw),
         patchgan_discriminator(name="disc_t2", **disc_kw),
         lambda_cycle=config.lambda_cycle, lambda_identity=config.lambda_identity,
-        lambda_structure=config.lambda_structure, lambda_intensity=config.lambda_intensity,
+        lambda_structure=config.lambda_structure,
         lambda_supervised=config.lambda_supervised if config.model == "cyclegan_s" else 0.0,
         gan_mode=config.resolved_gan_mode, pool_size=config.pool_size, seed=config.seed,
         name="cyclegan"))

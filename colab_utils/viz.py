@@ -101,8 +101,7 @@ def loss_curves(history: list[dict]) -> Figure:
     keys = list(dict.fromkeys(k for row in history for k in row))
     groups = {
         "generator": [k for k in keys if k.startswith(("gen_", "adv_", "cycle_", "identity_",
-                                                        "structure_", "intensity_",
-                                                        "supervised_"))],
+                                                        "structure_", "supervised_"))],
         "discriminator": [k for k in keys if k.startswith("disc_")],
         "validation": [k for k in keys if k.startswith("val_")],
     }

@@ -52,7 +52,6 @@ def test_json_round_trip(tmp_path):
     ("pool_size", -2, "'pool_size': expected >= 0"),
     ("warmup_steps", -1, "'warmup_steps': expected >= 0"),
     ("validate_every", 0, "'validate_every': expected > 0"),
-    ("lambda_intensity", -1.0, "'lambda_intensity': expected >= 0"),
 ])
 def test_out_of_range_values_are_rejected(field, value, message):
     with pytest.raises(ValueError, match=message):
