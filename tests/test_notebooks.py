@@ -147,6 +147,9 @@ def test_notebooks_run_top_to_bottom_and_produce_their_results(executed):
     report = (workdir / "runs" / "comparison" / "report.md").read_text()
     assert "| simple |" in report and "| cyclegan |" in report
     assert "How long each step took" in report
+    # A method far below Simple is flagged in the record and the report.
+    assert all(w in report for w in record["warnings"])
+    assert ("## Warnings" in report) == bool(record["warnings"])
 
 
 def test_a_fork_slug_reaches_badges_install_cell_and_readme(tmp_path):
