@@ -23,6 +23,11 @@ def test_method_config_follows_the_settings():
     assert config.lr == 1e-3 and config.total_epochs == 2 and config.max_steps_per_epoch == 2
     assert config.strategy == "default" and config.precision == "off"
     assert config.validate_every == 2
+    # CycleGAN (not CycleGAN_s) trains 1.5 times the steps per epoch; "every slice" stays so.
+    settings = tiny(steps_per_epoch=40)
+    assert method_config("cyclegan", settings).max_steps_per_epoch == 60
+    assert method_config("cyclegan_s", settings).max_steps_per_epoch == 40
+    assert method_config("cyclegan", tiny(steps_per_epoch=0)).max_steps_per_epoch == 0
 
 
 def test_pipeline_command_starts_from_the_preset_and_applies_only_given_options():
@@ -37,6 +42,7 @@ def test_pipeline_command_starts_from_the_preset_and_applies_only_given_options(
     assert seen["lambda_identity"] == 5.0 and seen["lambda_structure"] == 0.0
     assert not seen["long_skip"] and not seen["intensity_path"]
     assert seen["epochs"] == 3 and seen["epochs_decay"] == 100 and seen["validate_every"] == 1
+    assert seen["cyclegan_step_factor"] == 1.0
     assert seen["strategy"] == "mirrored" and seen["methods"] == ["simple", "cyclegan"]
     assert cli.pipeline_settings(parser.parse_args(["pipeline"])) == PipelineSettings()
 
@@ -48,6 +54,7 @@ def test_pipeline_command_starts_from_the_preset_and_applies_only_given_options(
     ({"subjects": 2}, "subjects"),
     ({"strategy": "horovod"}, "strategy"),
     ({"precision": "fp8"}, "precision"),
+    ({"cyclegan_step_factor": 0.0}, "cyclegan_step_factor"),
 ])
 def test_bad_settings_are_refused(overrides, message):
     with pytest.raises(ValueError, match=message):
