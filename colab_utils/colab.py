@@ -2,12 +2,14 @@
 
 ``REPOSITORY`` is the one place the project's GitHub slug is set. The
 notebooks' "Open in Colab" badges and their install cell are generated from
-it by ``python tools/build_notebooks.py``; to publish a fork, change it here
-and run that script (a test checks that the notebooks match).
+it (``colab_utils.notebooks``); for a fork, ``python -m colab_utils notebooks
+--repo OWNER/NAME`` rewrites it, the notebooks and the README's badges (a test
+checks that the committed notebooks match).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,7 +89,20 @@ def hardware() -> dict:
     else:
         device = "CPU only" + (" (bfloat16 instructions)" if cpu_has_bf16() else "")
     return {"device": device, "policy": auto_policy(), "strategy": auto_strategy_name(),
-            "tensorflow": tf.__version__}
+            "tensorflow": tf.__version__, "cpu": cpu_name(), "cpus": os.cpu_count()}
+
+
+def cpu_name() -> str:
+    """The processor's model name (``/proc/cpuinfo``; ``platform`` elsewhere)."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and ":" in line:
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
 
 
 def report_hardware() -> dict:

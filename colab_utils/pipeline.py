@@ -263,8 +263,10 @@ def run_pipeline(out="runs/phantom", data="data", settings: PipelineSettings | N
 
     Returns:
         ``{"settings", "data", "steps": [{"step", "seconds", ...}], "total_seconds",
-        "report", "warnings", "table"}``; ``warnings`` names the learned methods far
-        below the Simple baseline (:func:`failed_methods`), also in the report.
+        "report", "warnings", "machine", "table"}``; ``warnings`` names the learned
+        methods far below the Simple baseline (:func:`failed_methods`), also in the
+        report; ``machine`` the hardware and each run's dtype policy
+        (:func:`machine_record`), also in the report.
     """
     from .compare import compare
 
@@ -280,14 +282,16 @@ def run_pipeline(out="runs/phantom", data="data", settings: PipelineSettings | N
                                                   reference=settings.reference))
     steps = timer.steps
     warnings = failed_methods(comparison.table) if "simple" in settings.methods else []
+    machine = machine_record(runs)
     record = {"settings": settings.to_dict(), "data": str(store), "steps": steps,
               "total_seconds": round(sum(s["seconds"] for s in steps), 1),
-              "report": str(comparison.report), "warnings": warnings}
+              "report": str(comparison.report), "warnings": warnings, "machine": machine}
     atomic_write_bytes(out / "pipeline.json", (json.dumps(record, indent=2) + "\n").encode())
     report = comparison.report.read_text()
     if warnings:
         report += "\n## Warnings\n\n" + "\n".join(f"- **{w}**" for w in warnings) + "\n"
     report += ("\n## How long each step took (this run)\n\n" + timings_markdown(steps)
+               + "\n\n" + machine_markdown(machine)
                + "\n\n" f"Settings: `{json.dumps(settings.to_dict())}`\n")
     atomic_write_bytes(comparison.report, report.encode())
     timer.log(timings_markdown(steps))
@@ -345,6 +349,32 @@ def store_report(store) -> str:
             lines.append(f"| {row['subject']} | {float(corr):.3f} | {row.get('outlier', '')} |"
                          if corr else f"| {row['subject']} | failed: {row.get('error', '')} | |")
     return "\n".join(lines) + "\n"
+
+
+def machine_record(runs) -> dict:
+    """Where the runs were computed: :func:`colab_utils.colab.hardware` and the dtype
+    policy each run trained in (its ``summary.json``; ``None`` when it has none)."""
+    from .colab import hardware
+
+    policies = {}
+    for run in runs:
+        try:
+            policies[Path(run).name] = json.loads((Path(run) / "summary.json").read_text()
+                                                  ).get("policy")
+        except (OSError, ValueError, AttributeError):
+            policies[Path(run).name] = None
+    return {**hardware(), "policies": policies}
+
+
+def machine_markdown(machine: dict) -> str:
+    """One paragraph on the machine and dtype policies behind a report's numbers."""
+    policies = ", ".join(f"{name} {policy or 'unknown'}"
+                         for name, policy in machine["policies"].items())
+    return (f"Machine: {machine['device']}, {machine['cpus']} CPUs ({machine['cpu']}), "
+            f"TensorFlow {machine['tensorflow']}. Dtype policy of each run: {policies}. "
+            "The learned methods' numbers differ between policies (`--precision auto` "
+            "trains in mixed_bfloat16 on CPUs with bfloat16 instructions, in float32 on "
+            "others) and, a little, between machines and runs.")
 
 
 def timings_markdown(steps: list[dict]) -> str:

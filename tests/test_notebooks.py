@@ -7,6 +7,7 @@ folder, and checks what they produced.
 
 import ast
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -150,6 +151,13 @@ def test_notebooks_run_top_to_bottom_and_produce_their_results(executed):
     # A method far below Simple is flagged in the record and the report.
     assert all(w in report for w in record["warnings"])
     assert ("## Warnings" in report) == bool(record["warnings"])
+    # The machine and the dtype policy each run trained in (PRECISION "auto"; the Simple
+    # baseline computes in float32).
+    from colab_utils.precision import auto_policy
+
+    policy = auto_policy()
+    assert record["machine"]["policies"] == {"simple": "float32", "cyclegan": policy}
+    assert f"Dtype policy of each run: simple float32, cyclegan {policy}." in report
 
 
 def test_a_fork_slug_reaches_badges_install_cell_and_readme(tmp_path):
@@ -179,6 +187,7 @@ def test_workspace_and_hardware_outside_colab(tmp_path, monkeypatch, capsys):
     info = colab.report_hardware()
     assert info["policy"] in ("float32", "mixed_bfloat16", "mixed_float16")
     assert info["strategy"] == "default"  # one CPU device
+    assert info["cpus"] == os.cpu_count() and info["cpu"] not in ("", "unknown")
     assert info["device"] in capsys.readouterr().out
     with pytest.raises(FileNotFoundError, match="missing.png"):
         colab.show_image(tmp_path / "missing.png")

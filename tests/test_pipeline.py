@@ -3,7 +3,8 @@ the pipeline, after notebooks 01-03 made part of it)."""
 
 import pytest
 
-from colab_utils.pipeline import PipelineSettings, failed_methods, method_config
+from colab_utils.pipeline import (PipelineSettings, failed_methods, machine_markdown,
+                                  machine_record, method_config)
 
 
 def tiny(**overrides):
@@ -82,3 +83,23 @@ def test_failed_methods_flags_a_method_far_below_simple_in_either_direction():
     assert "0.036 against simple's 0.884" in warnings[0] and "--seed" in warnings[0]
     # Without the baseline in the table there is nothing to compare with.
     assert failed_methods([r for r in table if r["method"] != "simple"]) == []
+
+
+def test_machine_record_names_each_runs_policy(tmp_path):
+    import json
+    import os
+
+    (tmp_path / "cyclegan").mkdir()
+    (tmp_path / "cyclegan" / "summary.json").write_text(json.dumps(
+        {"global_step": 480, "policy": "mixed_bfloat16"}))
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "summary.json").write_text("{not json")
+    machine = machine_record([tmp_path / "cyclegan", tmp_path / "broken", tmp_path / "missing"])
+    assert machine["policies"] == {"cyclegan": "mixed_bfloat16", "broken": None,
+                                   "missing": None}
+    assert machine["cpus"] == os.cpu_count() and machine["cpu"]
+    assert machine["device"].startswith("CPU only")  # no accelerator in tests
+    text = machine_markdown(machine)
+    assert "cyclegan mixed_bfloat16, broken unknown, missing unknown" in text
+    assert f"{os.cpu_count()} CPUs ({machine['cpu']})" in text
+    assert f"TensorFlow {machine['tensorflow']}" in text
