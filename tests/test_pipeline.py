@@ -24,9 +24,11 @@ def test_method_config_follows_the_settings():
     assert config.lr == 1e-3 and config.total_epochs == 2 and config.max_steps_per_epoch == 2
     assert config.strategy == "default" and config.precision == "off"
     assert config.validate_every == 2
-    # CycleGAN (not CycleGAN_s) trains 1.5 times the steps per epoch; "every slice" stays so.
+    # CycleGAN (not CycleGAN_s) trains twice the steps per epoch; "every slice" stays so.
     settings = tiny(steps_per_epoch=40)
-    assert method_config("cyclegan", settings).max_steps_per_epoch == 60
+    assert method_config("cyclegan", settings).max_steps_per_epoch == 80
+    assert method_config("cyclegan", tiny(steps_per_epoch=5,
+                                          cyclegan_step_factor=1.5)).max_steps_per_epoch == 8
     assert method_config("cyclegan_s", settings).max_steps_per_epoch == 40
     assert method_config("cyclegan", tiny(steps_per_epoch=0)).max_steps_per_epoch == 0
 
