@@ -51,7 +51,7 @@ class PipelineSettings:
     # an AVX-512 BF16 CPU, seeds 0 / 2 / 4: 480 steps (8 epochs of 60) 0.909 / 0.936,
     # 0.908 / 0.931, 0.901 / 0.934; 640 steps (8 of 80) 0.911 / 0.942, 0.917 / 0.943,
     # 0.905 / 0.946 (float32, seed 0: 0.905 / 0.928 and 0.909 / 0.934). 160 more steps
-    # cost about 20 s there, 70 s on the AVX2 CPU.
+    # cost 20-40 s there, about 70 s on the AVX2 CPU.
     cyclegan_step_factor: float = 2.0
     # Validation losses after every other epoch and the last (about 2 s each in the demo).
     validate_every: int = 2
