@@ -237,10 +237,10 @@ def is_current(run, data, split: str = "test") -> bool:
     directory = Path(run) / "metrics" / split
     try:
         record = json.loads((directory / "evaluation.json").read_text())
-        trained = json.loads((Path(run) / "summary.json").read_text())
     except (OSError, ValueError):
         return False
-    step = trained.get("global_step") if isinstance(trained, dict) else None
+    trained = training_summary(run)
+    step = trained.get("global_step")
     # The Simple baseline computes in no dtype policy: its record says None.
     return (step is not None and (directory / "summary.csv").is_file()
             and record.get("trained_step") == step
@@ -249,11 +249,21 @@ def is_current(run, data, split: str = "test") -> bool:
             and record.get("data") == str(Path(data).resolve()))
 
 
+def training_summary(run) -> dict:
+    """A run directory's ``summary.json`` (final step, dtype policy, exports), or ``{}``
+    when it has none that can be read (not trained to the end, or damaged)."""
+    try:
+        summary = json.loads((Path(run) / "summary.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
 def trained_step(run) -> int | None:
     """The global step a run directory finished training at (``summary.json``), if known."""
     try:
-        return int(json.loads((Path(run) / "summary.json").read_text())["global_step"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return int(training_summary(run)["global_step"])
+    except (KeyError, TypeError, ValueError):
         return None
 
 

@@ -358,14 +358,9 @@ def machine_record(runs) -> dict:
     """Where the runs were computed: :func:`colab_utils.colab.hardware` and the dtype
     policy each run trained in (its ``summary.json``; ``None`` when it has none)."""
     from .colab import hardware
+    from .evaluation import training_summary
 
-    policies = {}
-    for run in runs:
-        try:
-            policies[Path(run).name] = json.loads((Path(run) / "summary.json").read_text()
-                                                  ).get("policy")
-        except (OSError, ValueError, AttributeError):
-            policies[Path(run).name] = None
+    policies = {Path(run).name: training_summary(run).get("policy") for run in runs}
     return {**hardware(), "policies": policies}
 
 
