@@ -345,12 +345,18 @@ def store_report(store) -> str:
     lines = [f"**Slice store** `{store}`", "", "| split | subjects | T1 slices |", "|---|---|---|"]
     for split, subjects in info["splits"].items():
         lines.append(f"| {split} | {len(subjects)} | {counts.get(split, 0)} |")
-    lines += ["", "| subject | corr(T1, template) | outlier |", "|---|---|---|"]
+    lines += ["", "| subject | split | corr(T1, template) | volume scale | rim ratio | mask Dice "
+              "| QC |", "|---|---|---|---|---|---|---|"]
     with open(store / "qc.csv", newline="") as f:
         for row in csv.DictReader(f):
-            corr = row.get("corr_t1_template", "")
-            lines.append(f"| {row['subject']} | {float(corr):.3f} | {row.get('outlier', '')} |"
-                         if corr else f"| {row['subject']} | failed: {row.get('error', '')} | |")
+            if row.get("error"):
+                lines.append(f"| {row['subject']} | – | failed: {row['error']} | | | | |")
+                continue
+            verdict = f"OUTLIER: {row['qc_reasons']}" if row.get("outlier") == "True" else "ok"
+            lines.append(f"| {row['subject']} | {row['split']} | "
+                         f"{float(row['corr_t1_template']):.3f} | "
+                         f"{float(row['volume_scale']):.3f} | {float(row['rim_ratio']):.3f} | "
+                         f"{float(row['mask_dice']):.3f} | {verdict} |")
     return "\n".join(lines) + "\n"
 
 

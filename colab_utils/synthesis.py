@@ -1,9 +1,10 @@
 """Whole-volume synthesis: a NIfTI in, its translation out, in the input's own space.
 
 The input goes through the training data's preprocessing (affine registration
-to the MNI152 template, clipping to percentiles inside the brain mask, [0, 1]
-scaling, axial slices padded to the store's slice size), every axial slice
-that holds brain is translated in batches, and the result is mapped back:
+to the MNI152 template driven by the brain, the subject's own brain mask from
+the input, clipping to percentiles inside it, [0, 1] scaling, axial slices
+padded to the store's slice size), every axial slice that holds brain is
+translated in batches, and the result is mapped back:
 
 - intensities: [0, 1] is stretched to the input's own clipped range (its
   ``clip_low``–``clip_high`` percentiles inside the brain), so the synthetic
@@ -14,7 +15,7 @@ that holds brain is translated in batches, and the result is mapped back:
   voxel layout (same shape, same orientation), so it overlays the input in any
   viewer.
 
-Synthesis covers the template's brain mask (what the models were trained on);
+Synthesis covers the input's brain mask (what the models were trained on);
 voxels outside it are zero.
 """
 
@@ -26,8 +27,8 @@ from typing import Callable
 
 import numpy as np
 
+from .data.axial import from_slice, to_slice
 from .data.nifti import load_volume, save_volume
-from .data.preprocess import from_slice, to_slice
 from .data.slices import block_mean
 
 Translate = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -85,6 +86,8 @@ def synthesize_volume(translate: Translate, input_path, output_path, *, directio
             or it holds no usable intensities inside the brain.
     """
     from .data import registration as reg
+    from .data.brain_mask import subject_brain_mask
+    from .data.template import mni_template
 
     input_path, output_path = Path(input_path), Path(output_path)
     if not 0 < image_size <= slice_size:
@@ -102,16 +105,18 @@ def synthesize_volume(translate: Translate, input_path, output_path, *, directio
     if not np.ptp(volume) > 0:
         raise ValueError(f"{input_path}: expected a brain MRI, got a constant volume "
                          f"({volume.flat[0]:.4g} everywhere)")
-    template, mask, template_affine = reg.mni_template()
-    fixed = reg.to_sitk(template, template_affine)
+    _, _, template_affine = mni_template()
+    fixed, _ = reg.template_images()
     moving = reg.to_sitk(volume, affine)
     lap("load")
     try:
-        registration = reg.register_affine(fixed, moving)   # template point -> input point
+        registration = reg.register_to_template(moving)   # template point -> input point
     except RuntimeError as err:
         raise ValueError(f"{input_path}: registration to the MNI152 template failed "
                          f"({str(err).strip().splitlines()[-1]})") from err
     in_template, _ = reg.from_sitk(reg.resample(moving, fixed, registration.transform))
+    source = direction.split("_to_")[0]
+    mask, _ = subject_brain_mask(**{source: in_template})
     lap("register")
 
     inside = in_template[mask]
@@ -138,9 +143,15 @@ def synthesize_volume(translate: Translate, input_path, output_path, *, directio
     for k, image in zip(zs, synthetic):
         out_template[:, :, k] = from_slice(image, mask.shape[:2])
     out_template = np.where(mask, lo + out_template * (hi - lo), 0.0).astype(np.float32)
-    back = reg.resample(reg.to_sitk(out_template, template_affine), moving,
-                        registration.transform.GetInverse())
-    out_ras, _ = reg.from_sitk(back)
+    # Back onto the input's grid, normalised by the resampled mask: a voxel at the
+    # brain's edge is the mean of its brain neighbours, not darkened by the zeros
+    # outside (which, next to bright CSF on a T2, would be most of its error).
+    inverse = registration.transform.GetInverse()
+    summed, _ = reg.from_sitk(reg.resample(reg.to_sitk(out_template, template_affine), moving,
+                                           inverse))
+    weight, _ = reg.from_sitk(reg.resample(reg.to_sitk(mask.astype(np.float32),
+                                                       template_affine), moving, inverse))
+    out_ras = np.where(weight > 0.5, summed / np.maximum(weight, 1e-6), 0.0).astype(np.float32)
     data, file_affine = _original_layout(out_ras, input_path)
     lap("resample")
     save_volume(output_path, data, file_affine,

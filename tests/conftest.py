@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 # The slowest files first: pytest-xdist (see pyproject.toml) sends whole files to its
 # workers in this order (with --no-loadscope-reorder), so the long ones do not come last.
 SLOWEST_FIRST = ("test_training.py", "test_notebooks.py", "test_distribute.py", "test_cli.py",
-                 "test_data_preprocess.py", "test_baselines.py", "test_cyclegan.py")
+                 "test_preprocess.py", "test_registration.py", "test_baselines.py", "test_cyclegan.py")
 
 
 def pytest_collection_modifyitems(items):
@@ -74,10 +74,20 @@ def phantom_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def store(phantom_dir, tmp_path_factory):
-    """``phantom_dir`` preprocessed with the default settings (2 workers). Read-only:
-    tests that change a store work on a copy."""
+    """``phantom_dir`` preprocessed with the default settings but a quarter of the
+    subjects each for validation and test (2 train, 1 val, 1 test; 2 workers).
+    Read-only: tests that change a store work on a copy."""
     from colab_utils.data.nifti import find_pairs
-    from colab_utils.data.preprocess import PreprocessConfig, preprocess
+    from colab_utils.data.preprocess import preprocess
 
     return shared_directory(tmp_path_factory, "store", lambda out: preprocess(
-        find_pairs(phantom_dir).pairs, out, PreprocessConfig(), workers=2, log=lambda *_: None))
+        find_pairs(phantom_dir).pairs, out, STORE_CONFIG, workers=2, log=lambda *_: None))
+
+
+def _store_config():
+    from colab_utils.data.preprocess import PreprocessConfig
+
+    return PreprocessConfig(val_fraction=0.25, test_fraction=0.25)
+
+
+STORE_CONFIG = _store_config()

@@ -47,7 +47,8 @@ def test_phantom_preprocess_train_end_to_end(tmp_path, phantom_dir, store):
     # preprocess with the command's defaults on the shared phantom, into a copy of the
     # shared store made with PreprocessConfig(): same settings, so all 4 are kept.
     shutil.copytree(store, tmp_path / "store")
-    out = _run("preprocess", "--input", phantom_dir, "--out", tmp_path / "store")
+    out = _run("preprocess", "--input", phantom_dir, "--out", tmp_path / "store",
+               "--val-fraction", 0.25, "--test-fraction", 0.25)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "4 subjects with T1 and T2" in out.stdout and "4 already done" in out.stdout
     assert (tmp_path / "store" / "index.csv").is_file()

@@ -1,8 +1,27 @@
-"""Registration with SimpleITK: T2 → T1 (rigid) and T1 → MNI152 (affine).
+"""Registration with SimpleITK: T1 → MNI152 (affine) and T2 → T1 (rigid), aligning brains.
 
 Arrays and affines are RAS+ (as :func:`colab_utils.data.nifti.load_volume`
 returns them); SimpleITK works in LPS physical space, and the conversion is
 done here, once.
+
+Real scans are not brains alone: IXI's T1s hold scalp, face and neck, with a
+bright rim of scalp fat on T1 that a whole-image similarity happily matches to
+the template brain's edge (the head squeezed into the brain's outline). Three
+choices make the brain, not the head, drive the fit, whether the input is a
+full head, a skull-stripped volume or a thick-slice clinical scan:
+
+* the metric (Mattes mutual information) is computed only inside the
+  template's brain mask, dilated by :data:`METRIC_MARGIN_MM` so that the
+  brain's boundary with CSF and skull still counts (``SetMetricFixedMask``);
+* the start does not depend on the neck's mass: candidates are the head's top
+  (the vertex, found from the image's foreground) placed just above the
+  template brain's top, at three pitches of the head, and the images' centres
+  of mass; each gets a fit at 8 mm and the best metric wins (:func:`_best_start`);
+* a pyramid from 8 mm to 2 mm voxels, each image binned per axis to about
+  2 mm, so that 5 mm slices are not binned further.
+
+A full-head template (nilearn can fetch the MNI152 2009 head) was not used:
+it needs a download, and offline runs must behave as on Colab.
 """
 
 from __future__ import annotations
@@ -12,8 +31,23 @@ from functools import lru_cache
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage
+
+from .template import mni_template
 
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
+# The template brain mask is dilated by this much for the metric: the brain's edge
+# (GM against dark CSF and skull on T1) lies inside the region that is scored.
+METRIC_MARGIN_MM = 8
+# Registration works on images binned to about this voxel size.
+BASE_MM = 2.0
+# The template brain's top is placed this far below the head's top in the vertex
+# start (scalp and skull above an adult brain; 0 would suit skull-stripped input,
+# and the coarse fit takes either up).
+VERTEX_GAP_MM = 8.0
+# Adult brains are smaller than the template's (volume about 0.8 of it): the starts
+# take this scale, and the first fit keeps it while it finds position and pose.
+ADULT_SCALE = 0.93
 
 
 def to_sitk(data: np.ndarray, affine: np.ndarray) -> sitk.Image:
@@ -39,20 +73,17 @@ def from_sitk(image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
 
 
 @lru_cache(maxsize=1)
-def mni_template() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """nilearn's MNI152 2009 template at 1 mm: ``(t1 in [0, 1], brain mask, affine)``.
-
-    It ships inside the nilearn package, so this works offline.
-    """
-    import nibabel as nib
-    from nilearn.datasets import MNI152_FILE_PATH, load_mni152_brain_mask
-
-    image = nib.as_closest_canonical(nib.load(MNI152_FILE_PATH))
-    t1 = np.asarray(image.dataobj, np.float32)
-    t1 /= t1.max()
-    mask_image = nib.as_closest_canonical(load_mni152_brain_mask(resolution=1))
-    mask = np.asarray(mask_image.dataobj) > 0
-    return t1, mask, image.affine.astype(np.float64)
+def template_images() -> tuple[sitk.Image, sitk.Image]:
+    """The template as a SimpleITK image, and its metric region: the brain mask dilated
+    by :data:`METRIC_MARGIN_MM`, on the template's grid binned to :data:`BASE_MM`
+    (where registration computes the metric), as an 8-bit image."""
+    t1, mask, affine = mni_template()
+    template = to_sitk(t1, affine)
+    coarse_mask = _coarse(to_sitk(mask.astype(np.float32), affine)) > 0
+    radius = METRIC_MARGIN_MM / BASE_MM
+    region = sitk.BinaryDilate(sitk.Cast(coarse_mask, sitk.sitkUInt8), [int(radius)] * 3,
+                               sitk.sitkBall)
+    return template, region
 
 
 @dataclass
@@ -61,67 +92,230 @@ class Registration:
 
     transform: sitk.Transform
     metric: float  # final value of the optimised metric (Mattes MI: lower is better)
+    start: str = ""  # which start won (:func:`_best_start`)
+
+    @property
+    def volume_scale(self) -> float:
+        """|det| of the linear part: how much the map scales volumes (moving / fixed)."""
+        return float(abs(np.linalg.det(np.asarray(self.transform.GetMatrix()).reshape(3, 3))))
 
 
-def _register(fixed: sitk.Image, moving: sitk.Image, transform: sitk.Transform, *,
-              sampling: float, iterations: int, shrink=(4, 2), smooth=(2.0, 1.0),
-              seed: int = 0) -> Registration:
+def _coarse(image: sitk.Image, mm: float = BASE_MM) -> sitk.Image:
+    """Block-average each axis to about ``mm`` (fast and anti-aliased; thicker slices
+    are left as they are); registration is estimated on such grids."""
+    factors = [max(1, int(round(mm / s))) for s in image.GetSpacing()]
+    return image if max(factors) == 1 else sitk.BinShrink(image, factors)
+
+
+def _coarse_mask(mask: sitk.Image | None, like: sitk.Image) -> sitk.Image | None:
+    """A mask on the grid of ``like`` (nearest neighbour), as registration needs."""
+    if mask is None:
+        return None
+    return sitk.Resample(mask, like, sitk.Transform(), sitk.sitkNearestNeighbor, 0,
+                         sitk.sitkUInt8)
+
+
+def _foreground_points(image: sitk.Image) -> np.ndarray:
+    """LPS points (mm) of the image's foreground: the largest connected region brighter
+    than a tenth of the image's robust maximum (the head, or the brain alone)."""
+    values = sitk.GetArrayViewFromImage(image)
+    inside = values > 0.1 * np.percentile(values, 99.5)
+    labels, n = ndimage.label(inside)
+    if n > 1:
+        sizes = np.bincount(labels.ravel())[1:]
+        inside = labels == 1 + int(np.argmax(sizes))
+    index = np.argwhere(inside)[:, ::-1].astype(np.float64)  # (x, y, z) voxel indices
+    if len(index) == 0:
+        raise ValueError("expected an image with a foreground, got an empty one")
+    direction = np.asarray(image.GetDirection()).reshape(3, 3)
+    return (direction @ (index * image.GetSpacing()).T).T + image.GetOrigin()
+
+
+def vertex_anchor(image: sitk.Image, slab_mm: float = 60.0) -> np.ndarray:
+    """The top of the head (or brain): the centre of its top ``slab_mm`` across and its
+    highest point up (LPS mm). Unlike the centre of mass, a neck in the field of view
+    does not move it."""
+    points = _foreground_points(image)
+    top = points[:, 2].max()
+    slab = points[points[:, 2] > top - slab_mm]
+    return np.array([slab[:, 0].mean(), slab[:, 1].mean(), top])
+
+
+def _method(transform, fixed_mask, *, iterations, sampling, seed, step, fixed_scale=False):
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     method.SetMetricSamplingStrategy(method.RANDOM)
     # ITK reads a seed of 0 as "seed from the wall clock" (sitkWallClock): offset ours
     # by one so that every seed, 0 included, gives the same samples on every run.
     method.SetMetricSamplingPercentage(sampling, seed + 1)
+    if fixed_mask is not None:
+        method.SetMetricFixedMask(fixed_mask)
     method.SetInterpolator(sitk.sitkLinear)
-    method.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=1.0, minStep=1e-3, numberOfIterations=iterations,
-        relaxationFactor=0.6, gradientMagnitudeTolerance=1e-6)
+    # Each step moves points by ``step`` mm at most (the rate is estimated again at
+    # every iteration from the physical shift it causes); callers shrink ``step`` from
+    # one fit to the next. A rate estimated once from a start that is already good
+    # (a tiny gradient) is huge and throws the fit out of its basin; regular-step
+    # descent normalises raw parameters, so its step is no distance.
+    method.SetOptimizerAsGradientDescent(
+        learningRate=1.0, numberOfIterations=iterations, convergenceMinimumValue=1e-6,
+        convergenceWindowSize=10, estimateLearningRate=method.EachIteration,
+        maximumStepSizeInPhysicalUnits=step)
     method.SetOptimizerScalesFromPhysicalShift()
-    method.SetShrinkFactorsPerLevel(list(shrink))
-    method.SetSmoothingSigmasPerLevel(list(smooth))
-    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
-    # Optimised in place: `transform` keeps its concrete type (Euler, affine).
-    method.SetInitialTransform(transform, inPlace=True)
-    method.Execute(fixed, moving)
-    return Registration(transform, float(method.GetMetricValue()))
+    if fixed_scale:  # a similarity's scale (its last parameter) stays as it starts
+        method.SetOptimizerWeights([1.0] * (transform.GetNumberOfParameters() - 1) + [0.0])
+    return method
 
 
-def _centred(fixed, moving, transform):
-    return sitk.CenteredTransformInitializer(
-        fixed, moving, transform, sitk.CenteredTransformInitializerFilter.MOMENTS)
+class _Pyramid:
+    """An image pair (and the fixed mask) block-averaged and smoothed per level, made
+    once: building a level inside each ITK registration call cost more than its
+    iterations."""
+
+    def __init__(self, fixed: sitk.Image, moving: sitk.Image, fixed_mask: sitk.Image | None):
+        self.base = (_coarse(fixed), _coarse(moving))
+        self.mask = _coarse_mask(fixed_mask, self.base[0])
+        self._levels: dict[int, tuple] = {}
+
+    def level(self, factor: int) -> tuple:
+        """``(fixed, moving, mask)`` at ``factor`` × the base voxel size."""
+        if factor not in self._levels:
+            if factor == 1:
+                self._levels[1] = (*self.base, self.mask)
+            else:
+                fixed, moving = (sitk.SmoothingRecursiveGaussian(
+                    _coarse(image, factor * BASE_MM), factor * BASE_MM / 2)
+                    for image in self.base)
+                self._levels[factor] = (fixed, moving, _coarse_mask(self.mask, fixed))
+        return self._levels[factor]
 
 
-def _coarse(image: sitk.Image, factor: int) -> sitk.Image:
-    """Block-average by ``factor`` (fast and anti-aliased); registration is
-    estimated on this grid, which is what keeps a subject to a few seconds."""
-    return image if factor <= 1 else sitk.BinShrink(image, [factor] * 3)
+def _fit(pyramid: _Pyramid, transform, *, level, steps, iterations=20, sampling=0.2,
+         seed=0, fixed_scale=False) -> float:
+    """Optimise ``transform`` in place at one pyramid ``level``, ``iterations`` steps of
+    each size in ``steps`` (mm); return the final metric (Mattes MI: lower is better)."""
+    fixed, moving, mask = pyramid.level(level)
+    metric = np.inf
+    for step in steps:
+        method = _method(transform, mask, iterations=iterations, sampling=sampling, seed=seed,
+                         step=step, fixed_scale=fixed_scale)
+        method.SetInitialTransform(transform, inPlace=True)
+        method.Execute(fixed, moving)
+        metric = float(method.GetMetricValue())
+    return metric
 
 
-def register_rigid(fixed: sitk.Image, moving: sitk.Image, *, sampling: float = 0.1,
-                   iterations: int = 200, downsample: int = 2, seed: int = 0) -> Registration:
-    """Rigid (6 parameters) registration by Mattes mutual information, e.g. T2 → T1.
+def _starts(fixed, moving, kind, *, same_subject: bool) -> dict:
+    """Candidate starting transforms of class ``kind`` (Euler3D or Similarity3D)."""
+    starts = {}
+    if same_subject:  # the same session's scans share the scanner's frame
+        starts["identity"] = kind()
+    gap = 0.0 if same_subject else VERTEX_GAP_MM
+    anchor_fixed, anchor_moving = vertex_anchor(fixed), vertex_anchor(moving)
+    # Heads lie in the coil nodding by up to about 30 degrees: start from three pitches,
+    # each turning about a point below the vertex and putting the vertices together.
+    for pitch in (0,) if same_subject else (0, -20, 20):
+        start = kind()
+        if kind is sitk.Similarity3DTransform:
+            start.SetScale(ADULT_SCALE)
+        start.SetCenter((anchor_fixed - [0, 0, 60.0]).tolist())
+        start.SetTranslation((anchor_moving - anchor_fixed - [0, 0, gap]).tolist())
+        if pitch:
+            if kind is sitk.Euler3DTransform:
+                start.SetRotation(np.deg2rad(pitch), 0.0, 0.0)
+            else:
+                start.SetRotation((1.0, 0.0, 0.0), np.deg2rad(pitch))
+        starts[f"vertex{pitch:+d}" if pitch else "vertex"] = start
+    moments = kind(sitk.CenteredTransformInitializer(
+        fixed, moving, kind(), sitk.CenteredTransformInitializerFilter.MOMENTS))
+    if kind is sitk.Similarity3DTransform:
+        moments.SetScale(ADULT_SCALE)
+    starts["moments"] = moments
+    return starts
 
-    The transform maps points of ``fixed`` to points of ``moving``.
+
+def _best_start(pyramid: _Pyramid, kind, *, same_subject, seed):
+    """Fit each start (position and pose; a similarity keeps its start's scale) at 8 mm,
+    or at 4 mm for the same subject's scans (their starts are close, and thick slices
+    of two contrasts have too little in common at 8 mm); return the best
+    ``(name, transform)`` by the metric."""
+    level, steps = (2, (2.0, 1.0)) if same_subject else (4, (4.0, 2.0))
+    scored = []
+    for name, transform in _starts(*pyramid.base, kind, same_subject=same_subject).items():
+        try:
+            metric = _fit(pyramid, transform, level=level, steps=steps, iterations=15,
+                          seed=seed, fixed_scale=kind is not sitk.Euler3DTransform)
+        except RuntimeError:  # e.g. too few samples overlap from this start
+            continue
+        scored.append((metric, name, transform))
+    if not scored:
+        raise RuntimeError("no starting position gave an overlap of the two images")
+    metric, name, transform = min(scored, key=lambda item: item[0])
+    return name, transform
+
+
+def register_rigid(fixed: sitk.Image, moving: sitk.Image, *, fixed_mask: sitk.Image | None = None,
+                   seed: int = 0) -> Registration:
+    """Rigid (6 parameters) registration by Mattes mutual information, e.g. T2 → T1 of
+    one subject (starts: the scanner frame, the vertices, the centres of mass).
+
+    Args:
+        fixed, moving: The images (e.g. the T1 and the T2).
+        fixed_mask: Where on ``fixed`` the metric is computed (e.g. the brain and a
+            margin); ``None``: everywhere.
+        seed: Seeds the metric's random samples (the result is reproducible).
+
+    Returns:
+        A :class:`Registration` whose transform maps ``fixed`` points to ``moving`` points.
     """
-    fixed, moving = _coarse(fixed, downsample), _coarse(moving, downsample)
-    start = sitk.Euler3DTransform(_centred(fixed, moving, sitk.Euler3DTransform()))
-    return _register(fixed, moving, start, sampling=sampling, iterations=iterations, seed=seed,
-                     shrink=(2, 1), smooth=(2.0, 0.0))
+    pyramid = _Pyramid(fixed, moving, fixed_mask)
+    name, transform = _best_start(pyramid, sitk.Euler3DTransform, same_subject=True, seed=seed)
+    _fit(pyramid, transform, level=2, steps=(0.5,), iterations=10, seed=seed)
+    metric = _fit(pyramid, transform, level=1, steps=(0.25, 0.1), iterations=10,
+                  sampling=0.1, seed=seed)
+    return Registration(transform, metric, name)
 
 
-def register_affine(fixed: sitk.Image, moving: sitk.Image, *, sampling: float = 0.1,
-                    iterations: int = 200, downsample: int = 2, seed: int = 0) -> Registration:
-    """Affine (12 parameters) registration, rigid first then affine, e.g. T1 → template."""
-    fixed, moving = _coarse(fixed, downsample), _coarse(moving, downsample)
-    rigid = register_rigid(fixed, moving, sampling=sampling, iterations=iterations,
-                           downsample=1, seed=seed)
-    # Start the affine stage from the rigid result (same matrix, centre and translation).
-    start = sitk.AffineTransform(3)
-    start.SetMatrix(rigid.transform.GetMatrix())
-    start.SetTranslation(rigid.transform.GetTranslation())
-    start.SetCenter(rigid.transform.GetCenter())
-    return _register(fixed, moving, start, sampling=sampling, iterations=iterations, seed=seed,
-                     shrink=(2, 1), smooth=(2.0, 0.0))
+def register_affine(fixed: sitk.Image, moving: sitk.Image, *,
+                    fixed_mask: sitk.Image | None = None, seed: int = 0) -> Registration:
+    """Affine (12 parameters) registration, similarity first, e.g. template → T1.
+
+    Args:
+        fixed, moving: The images (e.g. the template and a subject's T1).
+        fixed_mask: Where on ``fixed`` the metric is computed; for the template,
+            :func:`template_images`' brain region.
+        seed: Seeds the metric's random samples.
+
+    Returns:
+        A :class:`Registration` whose transform maps ``fixed`` points to ``moving`` points.
+    """
+    pyramid = _Pyramid(fixed, moving, fixed_mask)
+    name, similarity = _best_start(pyramid, sitk.Similarity3DTransform, same_subject=False,
+                                   seed=seed)
+    _fit(pyramid, similarity, level=2, steps=(2.0, 1.0), iterations=10, seed=seed)
+    affine = sitk.AffineTransform(3)
+    affine.SetCenter(similarity.GetCenter())
+    affine.SetMatrix(similarity.GetMatrix())
+    affine.SetTranslation(similarity.GetTranslation())
+    _fit(pyramid, affine, level=2, steps=(1.0, 0.5), iterations=10, seed=seed)
+    metric = _fit(pyramid, affine, level=1, steps=(0.25, 0.1), iterations=10, sampling=0.1,
+                  seed=seed)
+    return Registration(affine, metric, name)
+
+
+def register_to_template(image: sitk.Image, *, seed: int = 0) -> Registration:
+    """A subject's scan (T1 or T2; full head, brain only or thick slices) registered to
+    the MNI152 template: the transform maps template points to the scan's points."""
+    template, region = template_images()
+    return register_affine(template, image, fixed_mask=region, seed=seed)
+
+
+def brain_region_in(image: sitk.Image, template_to_image: sitk.Transform) -> sitk.Image:
+    """The template's metric region (brain and margin) on ``image``'s registration grid,
+    through a fitted template → image transform: where a same-subject registration to
+    ``image`` should look."""
+    _, region = template_images()
+    return sitk.Resample(region, _coarse(image), template_to_image.GetInverse(),
+                         sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
 
 
 def resample(moving: sitk.Image, reference: sitk.Image, transform: sitk.Transform,

@@ -201,7 +201,7 @@ def _load_store_split(store: Path, split: str, channels, required: bool) -> Slic
         if required:
             raise FileNotFoundError(f"{store / 'index.csv'}: the store has no {split!r} slices")
         return None
-    arrays = {"t1": [], "t2": []}
+    arrays = {"t1": [], "t2": [], "t1_mask": [], "t2_mask": []}
     shards = sorted({int(r["shard"]) for r in rows})
     for shard in shards:
         path = store / split / f"shard-{shard:03d}.npz"
@@ -209,11 +209,13 @@ def _load_store_split(store: Path, split: str, channels, required: bool) -> Slic
             raise FileNotFoundError(f"{path}: shard listed in {store / 'index.csv'} is missing; "
                                     "re-run preprocess on this store to rebuild it")
         with _open_npz(path) as data:
-            for modality in arrays:
+            for modality in ("t1", "t2"):
                 stack = data[modality]
                 if len(stack):
                     arrays[modality].append(_as_stack(stack, f"{path}[{modality}]", channels))
-    info = {m: [r for r in rows if r["modality"] == m] for m in arrays}
+                    if f"{modality}_mask" in data.files:  # stores since version 2
+                        arrays[f"{modality}_mask"].append(data[f"{modality}_mask"][..., None])
+    info = {m: [r for r in rows if r["modality"] == m] for m in ("t1", "t2")}
     t1, t2 = (np.concatenate(arrays[m]) for m in ("t1", "t2"))
     for modality, stack in (("t1", t1), ("t2", t2)):
         if len(stack) != len(info[modality]):
@@ -221,8 +223,10 @@ def _load_store_split(store: Path, split: str, channels, required: bool) -> Slic
                              f"{modality.upper()} slices, the shards hold {len(stack)}")
     meta = json.loads((store / "preprocess.json").read_text())
     paired = bool(meta.get("paired", {}).get(split, False))
-    masks = {"t1": None, "t2": None}
-    if (store / "template_mask.npz").is_file():
+    masks = {m: np.concatenate(arrays[f"{m}_mask"]).astype(bool)
+             if arrays[f"{m}_mask"] else None for m in ("t1", "t2")}
+    if masks["t1"] is None and (store / "template_mask.npz").is_file():
+        # A store of version 1: the template's mask of each slice, the same for everyone.
         with _open_npz(store / "template_mask.npz") as data:
             all_masks = data["mask"]
         for modality in masks:

@@ -12,12 +12,15 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from colab_utils.data.axial import select_slices, to_slice
 from colab_utils.data.nifti import find_pairs, load_volume
 from colab_utils.data.phantom import DESCRIPTION, write_phantom
-from colab_utils.data.preprocess import (
-    PreprocessConfig, _subject_done, preprocess, select_slices, split_subjects, to_slice)
-from colab_utils.data.registration import mni_template
+from colab_utils.data.preprocess import PreprocessConfig, _subject_done, preprocess
 from colab_utils.data.slices import load_split
+from colab_utils.data.template import mni_template
+
+# The shared store's settings (tests/conftest.py): 2 train, 1 val, 1 test subjects.
+CONFIG = PreprocessConfig(val_fraction=0.25, test_fraction=0.25)
 
 
 def _index(store):
@@ -34,11 +37,19 @@ def test_phantom_files_are_labelled_and_need_registration(phantom_dir):
     t1_image = nib.load(phantom_dir / "phantom-001-T1.nii.gz")
     t2_image = nib.load(phantom_dir / "phantom-001-T2.nii.gz")
     assert DESCRIPTION.encode()[:40] in t1_image.header["descrip"].tobytes()
-    # The T2 is on another grid and stored in another orientation.
-    assert nib.aff2axcodes(t2_image.affine)[0] == "L"
+    # A full head like IXI's: the T1 stored in sagittal slices (anterior, superior, left),
+    # the T2 an axial slab on another grid, stored left-right flipped.
+    assert nib.aff2axcodes(t1_image.affine) == ("A", "S", "L")
+    assert nib.aff2axcodes(t2_image.affine) == ("L", "A", "S")
+    assert t1_image.shape[:2] == (256, 256) and t2_image.shape[:2] == (256, 256)
     assert t1_image.shape != t2_image.shape
     t1, _ = load_volume(phantom_dir / "phantom-001-T1.nii.gz")
-    assert t1.shape[:2] == (256, 256) and t1.max() > 500 and (t1 > 50).mean() > 0.08
+    t2, _ = load_volume(phantom_dir / "phantom-001-T2.nii.gz")
+    assert t1.max() > 500 and (t1 > 50).mean() > 0.08
+    # The head goes down to the neck (about 25 cm); the T2's slab covers 15.6 cm.
+    assert np.ptp(np.flatnonzero((t1 > 100).any(axis=(0, 1)))) > 220
+    assert 100 < np.ptp(np.flatnonzero((t2 > 100).any(axis=(0, 1)))) * 1.3 <= 160
+    assert json.loads((phantom_dir / "phantom.json").read_text())["kind"] == "head"
 
 
 def test_store_splits_by_subject(store):
@@ -57,7 +68,12 @@ def test_registration_quality_is_recorded_and_good(store):
     with open(store / "qc.csv", newline="") as f:
         qc = list(csv.DictReader(f))
     assert len(qc) == 4
-    assert all(float(r["corr_t1_template"]) > 0.8 and r["outlier"] == "False" for r in qc)
+    for r in qc:
+        assert float(r["corr_t1_template"]) > 0.8 and r["outlier"] == "False"
+        assert 0.6 < float(r["volume_scale"]) < 1.0  # adult brains, smaller than the template
+        assert float(r["rim_ratio"]) < 0.9 and float(r["mask_dice"]) > 0.9
+        assert r["qc_reasons"] == "" and r["split"] in ("train", "val", "test")
+        assert r["start_t1_to_template"] and r["start_t2_to_t1"]
     assert all((store / "qc" / f"{r['subject']}.png").stat().st_size > 10_000 for r in qc)
 
 
@@ -73,6 +89,10 @@ def test_store_loads_for_training(store):
     assert np.all(train.t1[0, ..., 0][~inside] == 0)
     corr = np.corrcoef(train.t1[0, ..., 0][inside], train.t2[0, ..., 0][inside])[0, 1]
     assert corr < -0.3
+    # Each subject has its own brain mask (the template's would be the same for both).
+    assert train.t1_subjects[0] != train.t1_subjects[1]
+    assert not np.array_equal(train.mask[0], train.mask[1])
+    assert np.array_equal(train.mask, train.t2_mask)  # paired: the same subject's mask
 
 
 def _shards(store):
@@ -87,16 +107,18 @@ def _shards(store):
 def test_rerun_skips_finished_subjects_and_gives_the_same_store(store, phantom_dir):
     before = _shards(store)
     messages = []
-    preprocess(find_pairs(phantom_dir).pairs, store, PreprocessConfig(), workers=1,
-               log=messages.append)
+    preprocess(find_pairs(phantom_dir).pairs, store, CONFIG, workers=1, log=messages.append)
     assert "4 already done, 0 to do" in messages[0]
     after = _shards(store)
-    assert before.keys() == after.keys() and len(before) == 6
+    assert before.keys() == after.keys() and len(before) == 12  # t1, t2 and masks
     for key in before:
         np.testing.assert_array_equal(before[key], after[key])
+    before_meta = (store / "preprocess.json").read_text()
     with pytest.raises(ValueError, match=r"preprocess.json: .*other settings \(\['size'\]\)"):
-        preprocess(find_pairs(phantom_dir).pairs, store, PreprocessConfig(size=128),
+        preprocess(find_pairs(phantom_dir).pairs, store,
+                   PreprocessConfig(size=128, val_fraction=0.25, test_fraction=0.25),
                    log=lambda *_: None)
+    assert (store / "preprocess.json").read_text() == before_meta
 
 
 def test_unpaired_mode_and_a_broken_subject(store, phantom_dir, tmp_path):
@@ -110,7 +132,7 @@ def test_unpaired_mode_and_a_broken_subject(store, phantom_dir, tmp_path):
     flat = tmp_path / "flat-T1.nii.gz"  # a constant volume: nothing to register
     nib.save(nib.Nifti1Image(np.full((32, 32, 32), 100.0, np.float32), np.eye(4)), str(flat))
     pairs["flat"] = (flat, phantom_dir / "phantom-001-T2.nii.gz")
-    config = PreprocessConfig(unpaired=True, val_fraction=0.0, test_fraction=0.0)
+    config = PreprocessConfig(unpaired=True, val_fraction=0.25, test_fraction=0.25)
     messages = []
     preprocess(pairs, other, config, workers=1, log=messages.append)
     assert any("broken: skipped" in m and "broken-T1.nii.gz" in m for m in messages)
@@ -122,7 +144,8 @@ def test_unpaired_mode_and_a_broken_subject(store, phantom_dir, tmp_path):
     train = load_split(other, "train")
     assert not train.paired
     assert not set(train.t1_subjects) & set(train.t2_subjects)
-    assert len(train.t1) == len(train.t2) == 2
+    assert len(train.t1) == len(train.t2) == 1  # one subject gives its T1, the other its T2
+    assert train.mask.shape == train.t1.shape and train.t2_mask.shape == train.t2.shape
 
 
 def test_missing_shard_is_a_clear_error(store, tmp_path):
@@ -133,21 +156,11 @@ def test_missing_shard_is_a_clear_error(store, tmp_path):
         load_split(copy, "val")
 
 
-def test_split_is_deterministic_and_covers_everyone():
-    subjects = [f"s{i:02d}" for i in range(20)]
-    config = PreprocessConfig()
-    first = split_subjects(subjects, config)
-    assert first == split_subjects(list(reversed(subjects)), config)
-    counts = {k: list(first.values()).count(k) for k in ("train", "val", "test")}
-    assert counts == {"train": 14, "val": 3, "test": 3}
-    assert split_subjects(subjects, PreprocessConfig(split_seed=1)) != first
-
-
 def test_slice_selection_and_layout():
     _, mask, _ = mni_template()
-    assert select_slices(mask, PreprocessConfig()) == [120]
-    assert select_slices(mask, PreprocessConfig(slices="range", slice_range=(10, 13))) == [10, 11, 12]
-    brain = select_slices(mask, PreprocessConfig(slices="brain"))
+    assert select_slices(mask, "seed") == [120]
+    assert select_slices(mask, "range", slice_range=(10, 13)) == [10, 11, 12]
+    brain = select_slices(mask, "brain")
     assert 100 < len(brain) < mask.shape[2] and 120 in brain
     plane = np.zeros((197, 233), np.float32)
     plane[0, -1] = 1  # right-most x, most anterior y
@@ -157,13 +170,22 @@ def test_slice_selection_and_layout():
     assert row == (256 - 233) // 2 and col == (256 - 197) // 2  # anterior is up
 
 
-def test_outliers_are_flagged_relative_to_the_others():
-    from colab_utils.data.preprocess import flag_outliers
-
-    records = {f"s{i}": {"corr_t1_template": c, "outlier": False}
-               for i, c in enumerate([0.88, 0.89, 0.87, 0.9, 0.88, 0.72])}
-    flag_outliers(records)
-    assert [r["outlier"] for r in records.values()] == [False] * 5 + [True]
+def test_changing_only_the_split_resplits_without_registering_again(store, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(store, copy)
+    pairs = {p.stem: (None, None) for p in (copy / "subjects").glob("*.npz")}  # all done
+    split_file = tmp_path / "split.csv"
+    split_file.write_text("subject,split\nphantom-001,test\nphantom-002,train\n"
+                          "phantom-003,val\nphantom-004,train\n")
+    messages = []
+    preprocess(pairs, copy, PreprocessConfig(val_fraction=0.25, test_fraction=0.25,
+                                             split_file=str(split_file)),
+               log=messages.append)
+    assert "4 already done, 0 to do" in messages[0]
+    splits = json.loads((copy / "preprocess.json").read_text())["splits"]
+    assert splits == {"train": ["phantom-002", "phantom-004"], "val": ["phantom-003"],
+                      "test": ["phantom-001"]}
+    assert set(load_split(copy, "test").t1_subjects) == {"phantom-001"}
 
 
 def test_phantom_smooth_field_equals_a_3d_cubic_zoom():
@@ -209,8 +231,8 @@ def test_sigkill_midway_then_rerun_redoes_nothing_finished_and_equals_uninterrup
         shutil.copy(store / "subjects" / f"{subject}.npz", out / "subjects")
     code = ("import sys; from colab_utils.data.nifti import find_pairs; "
             "from colab_utils.data.preprocess import PreprocessConfig, preprocess; "
-            "preprocess(find_pairs(sys.argv[1]).pairs, sys.argv[2], PreprocessConfig(), "
-            "workers=1)")
+            "preprocess(find_pairs(sys.argv[1]).pairs, sys.argv[2], PreprocessConfig("
+            "val_fraction=0.25, test_fraction=0.25), workers=1)")
     process = subprocess.Popen([sys.executable, "-c", code, str(phantom_dir), str(out)],
                                start_new_session=True, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
@@ -227,10 +249,9 @@ def test_sigkill_midway_then_rerun_redoes_nothing_finished_and_equals_uninterrup
     for path in finished:  # a subject file under its final name is always complete
         assert _subject_done(out, path.stem) is not None, path
     messages = []
-    preprocess(find_pairs(phantom_dir).pairs, out, PreprocessConfig(), workers=1,
-               log=messages.append)
+    preprocess(find_pairs(phantom_dir).pairs, out, CONFIG, workers=1, log=messages.append)
     assert "3 already done, 1 to do" in messages[0]
     expected, got = _shards(store), _shards(out)
-    assert expected.keys() == got.keys() and len(expected) == 6
+    assert expected.keys() == got.keys() and len(expected) == 12
     for key in expected:
         np.testing.assert_array_equal(expected[key], got[key], err_msg=key)
