@@ -26,7 +26,8 @@ def measure(phantom: Path, n: int, workers: int) -> dict:
     from _memory import PeakTreeMemory
 
     from colab_utils.data.nifti import find_pairs
-    from colab_utils.data.preprocess import PreprocessConfig, preprocess
+    from colab_utils.config import DataConfig
+    from colab_utils.data.preprocess import preprocess
 
     pairs = dict(sorted(find_pairs(phantom).pairs.items())[:n])
     with tempfile.TemporaryDirectory() as store, PeakTreeMemory() as memory:
@@ -34,7 +35,7 @@ def measure(phantom: Path, n: int, workers: int) -> dict:
         split = Path(store) / "split.csv"
         split.write_text("subject,split\n" + "".join(
             f"{s},{('test', 'val')[i] if i < 2 else 'train'}\n" for i, s in enumerate(pairs)))
-        config = PreprocessConfig(split_file=str(split))
+        config = DataConfig(split_file=str(split))
         started = time.perf_counter()
         preprocess(pairs, Path(store) / "store", config, workers=workers, log=lambda *_: None)
         seconds = time.perf_counter() - started

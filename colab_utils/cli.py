@@ -1,4 +1,9 @@
-"""Command line: ``python -m colab_utils <command> --help``."""
+"""Command line: ``python -m colab_utils <command> --help``.
+
+The settings flags are made from the settings themselves (:mod:`colab_utils.config`):
+``--image-size`` is ``TrainConfig.image_size``, ``--split-seed`` is
+``DataConfig.split_seed``; a flag left out keeps the preset's (or default) value.
+"""
 
 from __future__ import annotations
 
@@ -7,37 +12,66 @@ import dataclasses
 import os
 import sys
 
-from .config import TrainConfig
-from .pipeline import PipelineSettings
+from .config import DataConfig, Experiment, TrainConfig
+from .presets import PRESETS, preset
+
+PREFIX = "setting_"
+# DataConfig fields of each command that works on data.
+PHANTOM_FIELDS = ("subjects", "phantom_kind", "phantom_seed", "workers")
+PREPROCESS_FIELDS = ("slices", "seed_slice", "slice_range", "min_brain_fraction", "slice_size",
+                     "clip_low", "clip_high", "val_fraction", "test_fraction", "split_seed",
+                     "split_file", "unpaired", "exclude_outliers", "shard_size", "workers")
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("settings (override the preset and --config)")
-    defaults = TrainConfig()
-    for f in dataclasses.fields(TrainConfig):
-        default = getattr(defaults, f.name)
-        kind = type(default).__name__
-        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f"cfg_{f.name}", default=None,
-                           metavar=kind.upper(), help=f"default {default!r}")
+def _add_setting_flags(parser, defaults, names, title: str) -> None:
+    """``--name`` for each setting ``name`` of the dataclass instance ``defaults``."""
+    group = parser.add_argument_group(title)
+    for name in names:
+        default = getattr(defaults, name)
+        value = ":".join(map(str, default)) if isinstance(default, tuple) else default
+        kind = "A:B" if isinstance(default, tuple) else type(default).__name__.upper()
+        group.add_argument(f"--{name.replace('_', '-')}", dest=PREFIX + name, default=None,
+                           metavar=kind, help=f"default {value!r}")
 
 
-def _config_from_args(args) -> TrainConfig:
-    values = TrainConfig.smoke().to_dict() if args.preset == "smoke" else TrainConfig().to_dict()
+def _given(args) -> dict:
+    """The settings given on the command line, by name."""
+    return {k[len(PREFIX):]: v for k, v in vars(args).items()
+            if k.startswith(PREFIX) and v is not None}
+
+
+def _field_names(cls) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
+def training_config(args) -> TrainConfig:
+    """The train command's settings: the preset's training part, then ``--config``, then
+    the flags given."""
+    values = preset(args.preset).train.to_dict()
     if args.config:
         values.update(TrainConfig.load(args.config).to_dict())
-    overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
-    if "image_size" in overrides and "jitter_size" not in overrides:
+    given = _given(args)
+    if "image_size" in given and "jitter_size" not in given:
         # Follow a changed size with the paper's jitter ratio (286 for 256).
-        overrides["jitter_size"] = TrainConfig.jitter_for(int(overrides["image_size"]))
-    values.update(overrides)
+        given["jitter_size"] = TrainConfig.jitter_for(int(given["image_size"]))
+    values.update(given)
     return TrainConfig.from_dict(values, source="command line")
+
+
+def pipeline_settings(args) -> Experiment:
+    """The pipeline command's settings: its preset, then the flags given."""
+    return preset(args.preset, **_given(args))
+
+
+def _data_config(args) -> DataConfig:
+    return DataConfig.from_dict({**DataConfig().to_dict(), **_given(args)},
+                                source="command line")
 
 
 def _cmd_train(args) -> int:
     from .training import train
 
-    config = _config_from_args(args)
-    result = train(config, args.run_dir, args.data, show_inline=False,
+    result = train(training_config(args), args.run_dir, args.data, show_inline=False,
                    stop_at_step=args.stop_at_step)
     print(f"trained to step {result.global_step}/{result.total_steps}; "
           f"outputs written to {result.run_dir}")
@@ -74,8 +108,8 @@ def _cmd_synthesize(args) -> int:
     settings = preprocessing_settings(args.model)
     info = synthesize_volume(
         method.translators[args.direction], args.input, args.output,
-        direction=args.direction, image_size=method.image_size or settings["size"],
-        slice_size=settings["size"], clip_low=settings["clip_low"],
+        direction=args.direction, image_size=method.image_size or settings["slice_size"],
+        slice_size=settings["slice_size"], clip_low=settings["clip_low"],
         clip_high=settings["clip_high"], batch_size=args.batch_size)
     computed = f" in {method.policy}" if method.policy else ""
     print(f"synthetic volume ({method.name}{computed}, {args.direction}) written to {args.output} "
@@ -83,38 +117,11 @@ def _cmd_synthesize(args) -> int:
     return 0
 
 
-_INFERENCE_PRECISION = ("dtype policy to translate in: as trained (default), auto (mixed "
-                        "precision where the hardware supports it), off, or a policy name")
-
-# PipelineSettings fields the pipeline command can override (besides --methods).
-_PIPELINE_OVERRIDES = ("subjects", "seed", "image_size", "epochs", "epochs_decay",
-                       "steps_per_epoch", "precision", "strategy")
-
-
-def pipeline_settings(args) -> PipelineSettings:
-    """The pipeline command's settings: its preset, then the options given."""
-    overrides = {name: getattr(args, name) for name in _PIPELINE_OVERRIDES
-                 if getattr(args, name) is not None}
-    if args.methods:
-        overrides["methods"] = tuple(args.methods.split(","))
-    return PipelineSettings.preset(args.preset, **overrides)
-
-
 def _cmd_pipeline(args) -> int:
     from .pipeline import run_pipeline
 
-    settings = pipeline_settings(args)
-    record = run_pipeline(args.out, args.data, settings, source=args.source,
-                          folder=args.folder, gdrive_id=args.gdrive_id)
+    record = run_pipeline(pipeline_settings(args), args.out, args.data)
     print(f"whole chain done in {record['total_seconds']:.0f} s; report: {record['report']}")
-    return 0
-
-
-def _cmd_notebooks(args) -> int:
-    from .notebooks import set_repository, write_notebooks
-
-    paths = set_repository(args.repo) if args.repo else write_notebooks()
-    print("written: " + ", ".join(str(p) for p in paths))
     return 0
 
 
@@ -130,26 +137,23 @@ def _cmd_toy(args) -> int:
 def _cmd_phantom(args) -> int:
     from .data.phantom import write_phantom
 
-    out = write_phantom(args.out, args.subjects, args.seed, workers=args.workers)
-    print(f"{args.subjects} phantom subjects (T1 + T2 NIfTI; a PHANTOM, not real data) "
-          f"written to {out}")
+    data = _data_config(args)
+    out = write_phantom(args.out, data.subjects, data.phantom_seed, kind=data.phantom_kind,
+                        workers=data.workers)
+    print(f"{data.subjects} phantom subjects of kind {data.phantom_kind} (T1 + T2 NIfTI; a "
+          f"PHANTOM, not real data) written to {out}")
     return 0
 
 
 def _cmd_preprocess(args) -> int:
     from .data.nifti import FOLDER_PATTERN, IXI_PATTERN, find_pairs
-    from .data.preprocess import PreprocessConfig, preprocess
+    from .data.preprocess import preprocess
 
     pattern = {"ixi": IXI_PATTERN, "folder": FOLDER_PATTERN}.get(args.pattern, args.pattern)
     pairing = find_pairs(args.input, pattern)
     print(f"[preprocess] {pairing.report()}")
     pairs = dict(sorted(pairing.pairs.items())[: args.limit] if args.limit else pairing.pairs)
-    start, stop = (int(v) for v in args.slice_range.split(":"))
-    config = PreprocessConfig(slices=args.slices, seed_slice=args.seed_slice,
-                              slice_range=(start, stop), size=args.size,
-                              split_seed=args.split_seed, unpaired=args.unpaired,
-                              val_fraction=args.val_fraction, test_fraction=args.test_fraction)
-    store = preprocess(pairs, args.out, config, workers=args.workers)
+    store = preprocess(pairs, args.out, _data_config(args))
     print(f"slice store written to {store} (index.csv, train/ val/ test/ shards, qc/)")
     return 0
 
@@ -177,6 +181,10 @@ def _cmd_download(args) -> int:
     return 0
 
 
+_INFERENCE_PRECISION = ("dtype policy to translate in: as trained (default), auto (mixed "
+                        "precision where the hardware supports it) or a policy name")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m colab_utils",
@@ -190,15 +198,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "re-running the same command on the same --run-dir resumes from the last "
                     "checkpoint.")
     train.add_argument("--data", required=True,
-                       help="directory with train.npz/val.npz (or train/t1, train/t2 folders "
-                            "of .npy slices), or one .npz file")
+                       help="slice store, or a directory with train.npz/val.npz (or train/t1, "
+                            "train/t2 folders of .npy slices), or one .npz file")
     train.add_argument("--run-dir", required=True, help="run directory (created or resumed)")
-    train.add_argument("--preset", choices=("paper", "smoke"), default="paper",
-                       help="starting settings: the CycleGAN paper's or a tiny smoke test")
+    train.add_argument("--preset", choices=PRESETS, default="paper",
+                       help="starting settings (their training part); default: the paper's")
     train.add_argument("--config", help="JSON file of settings (e.g. a run's config.json)")
     train.add_argument("--stop-at-step", type=int, default=None,
                        help="stop with a checkpoint at this global step (resume later)")
-    _add_config_flags(train)
+    _add_setting_flags(train, TrainConfig(), _field_names(TrainConfig),
+                       "training settings (override the preset and --config)")
     train.set_defaults(func=_cmd_train)
 
     down = commands.add_parser(
@@ -216,44 +225,36 @@ def build_parser() -> argparse.ArgumentParser:
     down.set_defaults(func=_cmd_download)
 
     phantom = commands.add_parser(
-        "phantom", help="generate offline T1/T2 NIfTI phantoms from the MNI152 template")
+        "phantom", help="generate offline T1/T2 NIfTI phantoms from the MNI152 template",
+        description="Kinds: head (a full head like IXI's, the default), brain (skull-stripped, "
+                    "like BraTS), thick (a full head in 5 mm slices, like a clinical scan).")
     phantom.add_argument("--out", required=True, help="output directory")
-    phantom.add_argument("--subjects", type=int, default=8)
-    phantom.add_argument("--seed", type=int, default=0)
-    phantom.add_argument("--workers", type=int, default=2, help="parallel processes")
+    _add_setting_flags(phantom, DataConfig(), PHANTOM_FIELDS, "phantom settings")
     phantom.set_defaults(func=_cmd_phantom)
 
     prep = commands.add_parser(
-        "preprocess", help="pair, register to MNI152, normalise and slice into a slice store",
-        description="Re-running on the same --out skips subjects already done.")
+        "preprocess", help="pair, register to MNI152, mask, normalise and slice into a store",
+        description="Re-running on the same --out skips subjects already done; changing only "
+                    "the split settings re-splits without registering again.")
     prep.add_argument("--input", required=True, help="folder of T1/T2 NIfTI files")
     prep.add_argument("--out", required=True, help="slice store directory")
     prep.add_argument("--pattern", default="folder",
                       help="'ixi', 'folder' (ID-T1.nii.gz / ID_t2.nii.gz ...) or a regular "
                            "expression with named groups 'id' and 'modality'")
-    prep.add_argument("--slices", choices=("seed", "range", "brain"), default="seed",
-                      help="seed: the article's single axial slice; range; brain: every slice "
-                           "with enough brain")
-    prep.add_argument("--seed-slice", type=int, default=120)
-    prep.add_argument("--slice-range", default="40:150", metavar="START:STOP")
-    prep.add_argument("--size", type=int, default=256)
-    prep.add_argument("--val-fraction", type=float, default=0.15)
-    prep.add_argument("--test-fraction", type=float, default=0.15)
-    prep.add_argument("--split-seed", type=int, default=0)
-    prep.add_argument("--unpaired", action="store_true",
-                      help="train T1 and T2 slices from disjoint subjects")
     prep.add_argument("--limit", type=int, default=0, help="only the first N subjects")
-    prep.add_argument("--workers", type=int, default=2)
+    _add_setting_flags(prep, DataConfig(), PREPROCESS_FIELDS, "data settings")
     prep.set_defaults(func=_cmd_preprocess)
 
     evaluate = commands.add_parser(
         "evaluate", help="metrics of a trained run on a paired split, both directions",
         description="MAE, MSE, PSNR, SSIM and mutual information per slice, per subject and "
-                    "summarised, inside the brain mask and over the whole image.")
+                    "summarised, inside the brain mask and over the whole image. Refuses to "
+                    "score a run on subjects it trained on.")
     evaluate.add_argument("--run", required=True,
                           help="run directory (any method) or an exported model file")
     evaluate.add_argument("--data", required=True, help="slice store")
-    evaluate.add_argument("--split", default="test")
+    evaluate.add_argument("--split", default="test",
+                          help="val while choosing settings; test once, at the end")
     evaluate.add_argument("--out", help="output directory (default RUN/metrics/SPLIT)")
     evaluate.add_argument("--batch-size", type=int, default=8)
     evaluate.add_argument("--precision", help=_INFERENCE_PRECISION)
@@ -275,9 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     synth = commands.add_parser(
         "synthesize", help="translate a whole NIfTI volume (T1 -> T2 or back)",
-        description="Registers the input to the MNI152 template, normalises it like the "
-                    "training data, translates every axial slice, and writes the result "
-                    "in the input's own grid and affine.")
+        description="Registers the input to the MNI152 template, finds its brain, "
+                    "normalises it like the training data, translates every axial slice, and "
+                    "writes the result in the input's own grid and affine.")
     synth.add_argument("--model", required=True,
                        help="run directory, or an exported generator .keras / Simple .json")
     synth.add_argument("--input", required=True, help="input NIfTI (.nii or .nii.gz)")
@@ -288,36 +289,22 @@ def build_parser() -> argparse.ArgumentParser:
     synth.set_defaults(func=_cmd_synthesize)
 
     pipe = commands.add_parser(
-        "pipeline", help="the whole chain: phantom, preprocess, train every method, evaluate, "
+        "pipeline", help="the whole chain: data, preprocess, train every method, evaluate, "
                          "compare",
-        description="The README's main job. Defaults are a demo sized for minutes on a CPU; "
-                    "re-running continues where an interrupted run stopped.")
+        description="The README's main job. The demo preset is sized for minutes on a CPU; "
+                    "re-running continues where an interrupted run stopped. Every setting "
+                    "below overrides the preset's.")
     pipe.add_argument("--out", default="runs/phantom", help="runs and comparison directory")
-    pipe.add_argument("--data", default="data", help="phantom and slice store directory")
-    pipe.add_argument("--source", default="phantom",
-                      choices=("phantom", "ixi", "folder", "gdrive"),
-                      help="phantom (offline), ixi (download --subjects of them), folder "
-                           "(--folder: your own T1/T2 pairs), gdrive (--gdrive-id)")
-    pipe.add_argument("--folder", help="source folder: a folder of T1/T2 NIfTI pairs")
-    pipe.add_argument("--gdrive-id", default="", help="source gdrive: a shared folder ID or URL")
-    pipe.add_argument("--preset", choices=("demo", "paper"), default="demo",
-                      help="demo (minutes on a CPU) or paper (the CycleGAN paper's networks and "
-                           "schedule; hours on a GPU); the options below override it")
-    demo = PipelineSettings()
-    for name in _PIPELINE_OVERRIDES:
-        kind = type(getattr(demo, name))
-        pipe.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None,
-                          help=f"demo default {getattr(demo, name)!r}")
-    pipe.add_argument("--methods", help="comma-separated, default " + ",".join(demo.methods))
+    pipe.add_argument("--data", default="data", help="data and slice store directory")
+    pipe.add_argument("--preset", choices=PRESETS, default="demo",
+                      help="demo (minutes on a CPU), paper (the CycleGAN paper's networks and "
+                           "schedule; hours on a GPU), ixi-40 (paper on the IXI protocol), "
+                           "smoke (seconds)")
+    demo = preset("demo")
+    _add_setting_flags(pipe, demo.data, _field_names(DataConfig), "data settings")
+    _add_setting_flags(pipe, demo.train, _field_names(TrainConfig), "training settings")
+    _add_setting_flags(pipe, demo, Experiment.own_fields(), "comparison settings")
     pipe.set_defaults(func=_cmd_pipeline)
-
-    nbs = commands.add_parser(
-        "notebooks", help="regenerate notebooks/*.ipynb (and set the repository slug)",
-        description="Writes the four notebooks without outputs from colab_utils.notebooks. "
-                    "--repo OWNER/NAME points the Open-in-Colab badges, the install cell and "
-                    "the README at another GitHub repository (e.g. your fork).")
-    nbs.add_argument("--repo", help="GitHub OWNER/NAME (default: colab_utils.colab.REPOSITORY)")
-    nbs.set_defaults(func=_cmd_notebooks)
 
     toy = commands.add_parser("toy", help="write a synthetic slice dataset with a known answer")
     toy.add_argument("--out", required=True, help="output directory")

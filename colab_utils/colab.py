@@ -1,10 +1,8 @@
-"""Colab integration: where the project lives, Drive, hardware, and inline display.
+"""Colab integration: where the project lives, Drive, hardware, form fields, display.
 
-``REPOSITORY`` is the one place the project's GitHub slug is set. The
-notebooks' "Open in Colab" badges and their install cell are generated from
-it (``colab_utils.notebooks``); for a fork, ``python -m colab_utils notebooks
---repo OWNER/NAME`` rewrites it, the notebooks and the README's badges (a test
-checks that the committed notebooks match).
+``REPOSITORY`` is the project's GitHub slug; the notebooks' "Open in Colab"
+badges and install cells name it too (for a fork, ``python tools/notebooks.py
+--repo OWNER/NAME`` rewrites all of them; a test checks that they agree).
 """
 
 from __future__ import annotations
@@ -69,6 +67,27 @@ def workspace(workdir: str = "mri-cyclegan", *, use_drive: bool = True) -> Works
     return space
 
 
+def form_settings(**fields) -> dict:
+    """A notebook's settings fields (``IMAGE_SIZE=...``) as setting names and values,
+    leaving out the fields kept at ``None`` or ``""`` (the preset's value stays).
+
+    Raises:
+        ValueError: A field that is no setting's name in capitals.
+    """
+    from .config import all_setting_names
+
+    known = set(all_setting_names())
+    settings = {}
+    for field, value in fields.items():
+        name = field.lower()
+        if field != name.upper() or name not in known:
+            raise ValueError(f"notebook field {field}: expected a setting's name in capitals, "
+                             f"one of {sorted(n.upper() for n in known)}")
+        if value is not None and value != "":
+            settings[name] = value
+    return settings
+
+
 def hardware() -> dict:
     """The accelerator this runtime has and the mixed-precision policy chosen for it."""
     import tensorflow as tf
@@ -79,7 +98,7 @@ def hardware() -> dict:
     tpus = tf.config.list_logical_devices("TPU")
     gpus = tf.config.list_physical_devices("GPU")
     if tpus:
-        device = f"TPU ({len(tpus)} cores)"
+        device = f"TPU ({len(tpus)} cores; untested by this project)"
     elif gpus:
         details = tf.config.experimental.get_device_details(gpus[0])
         name = details.get("device_name", "GPU")

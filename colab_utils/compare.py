@@ -4,34 +4,37 @@ Reads each run's ``metrics/SPLIT/`` (written by
 :func:`colab_utils.evaluation.evaluate`; runs not yet evaluated are
 evaluated first when the slice store is known) and writes to ``OUT``::
 
-    table.csv, table.md     mean ± std (median) per method, direction and metric
+    table.csv, table.md     per method, direction and metric: the mean over
+                            subjects of each subject's mean, its std, and n subjects
+    table_slices.csv        the same over slices (slices are not independent)
     tests.csv               Wilcoxon signed-rank tests, each method vs the reference
                             (CycleGAN), per subject and per slice
-    boxplots_t1_to_t2.png, boxplots_t2_to_t1.png   masked metrics per slice
+    boxplots_t1_to_t2.png, boxplots_t2_to_t1.png   masked metrics per subject
     qualitative_t1_to_t2.png, ...                   input | each method | real | |errors|
     report.md               all of the above in one page
 
-The per-subject test is the primary one (slices of one subject are not
-independent); the per-slice test is reported for small test sets, where a
-per-subject test cannot reach significance (with n subjects the smallest
-two-sided exact p-value is 2 / 2**n).
+Subjects are the unit: the headline table and the primary test are per subject
+(slices of one subject are not independent). With n subjects the smallest
+two-sided exact p-value is 2 / 2**n, so with fewer than 6 no per-subject test
+can reach 0.05; the report says so next to the test. The per-slice test is
+reported beside it, labelled as not independent.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from scipy import stats
 
-from .baselines import DIRECTIONS
+from .config import DIRECTIONS
 from .data.slices import SliceSet
 from .evaluation import (HIGHER_IS_BETTER, LABELS, METRICS, evaluate, load_paired, predict,
                          read_csv, write_csv)
 from .fileio import atomic_write_bytes
-from .inference import load_method, method_label
+from .inference import load_method
+from .rundir import RunDir
 
 
 @dataclass
@@ -54,25 +57,19 @@ class Comparison:
     report: Path
 
 
-def _metrics_dir(run: Path, split: str) -> Path:
-    return run / "metrics" / split
-
-
 def load_results(run, split: str = "test", data=None) -> MethodResults:
     """A run's evaluation tables (evaluating it first when they are missing and
     ``data`` is given)."""
     run = Path(run)
-    directory = _metrics_dir(run, split)
+    directory = RunDir(run).metrics(split)
     if not (directory / "per_slice.csv").is_file():
         if data is None:
             raise FileNotFoundError(
                 f"{directory / 'per_slice.csv'}: run {run} has no {split!r} evaluation; run "
                 f"`python -m colab_utils evaluate --run {run} --data STORE` or pass --data")
         evaluate(run, data, split=split)
-    record = {}
-    if (directory / "evaluation.json").is_file():
-        record = json.loads((directory / "evaluation.json").read_text())
-    return MethodResults(method_label(run), run, read_csv(directory / "per_slice.csv"),
+    record = RunDir(run).evaluation_record(split)
+    return MethodResults(RunDir(run).model(), run, read_csv(directory / "per_slice.csv"),
                          read_csv(directory / "per_subject.csv"),
                          read_csv(directory / "summary.csv"), record.get("data"))
 
@@ -86,9 +83,31 @@ def _unique_labels(results: list[MethodResults]) -> None:
             r.label = f"{r.label} ({r.run.name})"
 
 
-def comparison_table(results: list[MethodResults]) -> list[dict]:
-    """Long table: method, direction, metric, region, mean, std, median, n."""
-    return [{"method": r.label, **row} for r in results for row in r.summary]
+def comparison_table(results: list[MethodResults], level: str = "subject") -> list[dict]:
+    """Long table: method, direction, metric, region, mean, std, median, n_subjects,
+    n_slices; ``level`` ``"subject"``: statistics over the subjects' means (the
+    headline), ``"slice"``: over slices."""
+    if level == "slice":
+        return [{"method": r.label, "level": "slice", **row} for r in results
+                for row in r.summary]
+    rows = []
+    for r in results:
+        for direction in DIRECTIONS:
+            subjects = [s for s in r.per_subject if s["direction"] == direction]
+            if not subjects:
+                continue
+            slices = sum(int(s["n_slices"]) for s in subjects)
+            for metric in METRICS:
+                for region in ("masked", "unmasked"):
+                    values = np.asarray([s[f"{metric}_{region}"] for s in subjects], float)
+                    values = values[np.isfinite(values)]
+                    rows.append({"method": r.label, "level": "subject", "direction": direction,
+                                 "metric": metric, "region": region,
+                                 "mean": float(values.mean()) if values.size else np.nan,
+                                 "std": float(values.std()) if values.size else np.nan,
+                                 "median": float(np.median(values)) if values.size else np.nan,
+                                 "n_subjects": int(values.size), "n_slices": slices})
+    return rows
 
 
 def paired_tests(results: list[MethodResults], reference: MethodResults) -> list[dict]:
@@ -136,12 +155,18 @@ def _wilcoxon(label, ref_label, direction, level, metric, mine, theirs, key) -> 
 
 
 def table_markdown(table: list[dict], labels: list[str]) -> str:
+    """Markdown of the masked metrics per direction (best mean in bold)."""
     lines = []
     for direction in DIRECTIONS:
         rows = [r for r in table if r["direction"] == direction and r["region"] == "masked"]
         if not rows:
             continue
-        lines += [f"### {LABELS[direction]}, inside the brain mask (mean ± std over slices)", "",
+        if rows[0].get("level") == "slice":
+            over = f"mean ± std over {int(rows[0]['n_slices'])} slices, not independent"
+        else:
+            over = (f"mean ± std over n = {int(rows[0]['n_subjects'])} subjects' means "
+                    f"({int(rows[0]['n_slices'])} slices)")
+        lines += [f"### {LABELS[direction]}, inside the brain mask ({over})", "",
                   "| method | " + " | ".join(m.upper() for m in METRICS) + " |",
                   "|---|" + "---|" * len(METRICS)]
         best = {}
@@ -164,19 +189,40 @@ def table_markdown(table: list[dict], labels: list[str]) -> str:
     return "\n".join(lines)
 
 
-def tests_markdown(tests: list[dict]) -> str:
-    lines = ["| method vs reference | direction | level | metric | n | median diff. | p | note |",
-             "|---|---|---|---|---|---|---|---|"]
-    for t in tests:
+def smallest_p(n: int) -> float:
+    """The smallest two-sided p a Wilcoxon signed-rank test of ``n`` pairs can give."""
+    return min(1.0, 2.0 / 2 ** n) if n > 0 else 1.0
+
+
+def tests_markdown(tests: list[dict], level: str) -> str:
+    """Markdown of the tests of one ``level`` (``subject`` or ``slice``), masked
+    metrics, with what they can and cannot show."""
+    rows = [t for t in tests if t["level"] == level]
+    if not rows:
+        return ""
+    n = int(max(t["n"] for t in rows))
+    if level == "subject":
+        head = (f"Per subject (n = {n}; the primary test). "
+                + (f"With {n} subjects the smallest possible two-sided p is "
+                   f"{smallest_p(n):.3g}: no difference can reach p < 0.05 here, whatever "
+                   "its size." if smallest_p(n) >= 0.05 else
+                   f"The smallest possible two-sided p is {smallest_p(n):.3g}."))
+    else:
+        head = (f"Per slice (n = {n} slices). Slices of one subject are not independent, "
+                "so these p-values overstate the evidence; for orientation only.")
+    lines = [head, "", "| method vs reference | direction | metric | n | median diff. | p | "
+             "note |", "|---|---|---|---|---|---|---|"]
+    for t in rows:
         p = "–" if not np.isfinite(t["p_value"]) else f"{t['p_value']:.3g}"
         lines.append(f"| {t['method']} vs {t['reference']} | {LABELS[t['direction']]} | "
-                     f"{t['level']} | {t['metric'].upper()} | {int(t['n'])} | "
+                     f"{t['metric'].upper()} | {int(t['n'])} | "
                      f"{t['median_difference']:.3g} | {p} | {t['note']} |")
     return "\n".join(lines) + "\n"
 
 
 def boxplots(results: list[MethodResults], direction: str):
-    """Box plots of the masked metrics per slice, one panel per metric."""
+    """Box plots of the masked metrics (each subject's mean, one point per subject),
+    one panel per metric."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(3.2 * len(METRICS), 3.6), dpi=100)
@@ -184,15 +230,17 @@ def boxplots(results: list[MethodResults], direction: str):
     for ax, metric in zip(axes, METRICS):
         data = []
         for r in results:
-            values = np.asarray([row[f"{metric}_masked"] for row in r.per_slice
+            values = np.asarray([row[f"{metric}_masked"] for row in r.per_subject
                                  if row["direction"] == direction], np.float64)
             data.append(values[np.isfinite(values)])
         ax.boxplot(data, showmeans=True)
+        for i, values in enumerate(data, start=1):
+            ax.plot(np.full(len(values), i), values, "k.", markersize=4)
         ax.set_xticks(range(1, len(results) + 1), [r.label for r in results], rotation=30,
                       ha="right", fontsize=7)
         arrow = "↑" if HIGHER_IS_BETTER[metric] else "↓"
         ax.set_title(f"{metric.upper()} {arrow}", fontsize=9)
-    fig.suptitle(f"{LABELS[direction]}, inside the brain mask, per slice", fontsize=9)
+    fig.suptitle(f"{LABELS[direction]}, inside the brain mask, per subject", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -252,8 +300,8 @@ def compare(runs, out, *, split: str = "test", data=None, reference: str = "cycl
         raise ValueError(f"compare: expected at least two runs, got {len(runs)}")
     results = [load_results(r, split, data) for r in runs]
     _unique_labels(results)
-    ref = next((r for r in results if reference in (r.label, r.run.name, method_label(r.run))),
-               None)
+    ref = next((r for r in results
+                if reference in (r.label, r.run.name, RunDir(r.run).model())), None)
     if ref is None:
         raise ValueError(f"compare: no run of the reference method {reference!r} among "
                          f"{[r.label for r in results]}; pass --reference")
@@ -262,6 +310,7 @@ def compare(runs, out, *, split: str = "test", data=None, reference: str = "cycl
     table = comparison_table(results)
     tests = paired_tests(results, ref)
     write_csv(out / "table.csv", table)
+    write_csv(out / "table_slices.csv", comparison_table(results, level="slice"))
     write_csv(out / "tests.csv", tests)
     labels = [r.label for r in results]
     table_md = table_markdown(table, labels)
@@ -277,13 +326,14 @@ def compare(runs, out, *, split: str = "test", data=None, reference: str = "cycl
                                            methods),
                         out / f"qualitative_{direction}.png")
             figures.append(f"qualitative_{direction}.png")
-    n_subjects = {int(row["n_subjects"]) for r in results for row in r.summary}
     report = [f"# Method comparison on the {split} split", "",
               "Runs: " + ", ".join(f"{r.label} (`{r.run}`)" for r in results), "",
-              f"Subjects in the split: {sorted(n_subjects)}. Intensities on [0, 1]; "
-              "PSNR in dB; MI in nats; best mean in bold.", "", table_md,
+              "Intensities on [0, 1]; PSNR in dB; MI in nats; best mean in bold. Each "
+              "subject's metrics are the mean over its slices; the table gives their mean "
+              "and standard deviation over subjects.", "", table_md,
               f"## Paired Wilcoxon signed-rank tests against {ref.label} (masked metrics)", "",
-              tests_markdown(tests), "## Figures", ""]
+              tests_markdown(tests, "subject"), tests_markdown(tests, "slice"),
+              "## Figures", ""]
     report += [f"![{name}]({name})" for name in figures]
     report_path = out / "report.md"
     atomic_write_bytes(report_path, ("\n".join(report) + "\n").encode())

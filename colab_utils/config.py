@@ -1,13 +1,20 @@
-"""Training configuration: a dataclass with the CycleGAN paper's defaults.
+"""The settings, as one tree: ``Experiment(data=DataConfig, train=TrainConfig, ...)``.
 
-``TrainConfig()`` is the paper (Zhu et al. 2017, 256 px, ResNet-9, Adam 2e-4,
-β1 0.5, λ_cycle 10, λ_identity 0.5·λ_cycle, pool 50, LSGAN, 100 + 100 epochs);
-the same fields train the other methods (``model``): CycleGAN_s (plus a
-paired L1, λ 10), pix2pix (Isola et al. 2017: U-Net, conditional PatchGAN,
-BCE GAN, λ_L1 100), the supervised ResNet generator (L1 only), and the
-non-learned Simple baseline (histogram matching, fitted in a second).
-``TrainConfig.smoke()`` is a tiny preset that trains in seconds on a CPU.
-Each run directory stores its config as ``config.json``.
+* :class:`DataConfig`: where the scans come from and how they become a slice
+  store (source, subjects, slices, normalisation, splits);
+* :class:`TrainConfig`: one training run (the method, its networks, losses and
+  schedule, precision, bookkeeping); its defaults are the CycleGAN paper
+  (Zhu et al. 2017: 256 px, ResNet-9, Adam 2e-4, β1 0.5, λ_cycle 10,
+  λ_identity 0.5·λ_cycle, pool 50, LSGAN, 100 + 100 epochs), and the same
+  fields train the other methods (``model``);
+* :class:`Experiment`: both, and the few settings of the comparison itself.
+
+Each setting is defined once, here, under one name that the command line
+(``--image-size``), the notebooks (``IMAGE_SIZE``) and the JSON files use too;
+no name appears in two of the classes. Presets are functions in
+:mod:`colab_utils.presets`. Every run directory stores its ``TrainConfig`` as
+``config.json``; files written before a setting was renamed or removed still
+load (:data:`LEGACY`).
 """
 
 from __future__ import annotations
@@ -17,20 +24,21 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .data.axial import SLICE_MODES
 from .fileio import atomic_write_bytes
 from .validation import check_choice
 
-NORMS = ("instance", "batch", "none")
-UPSAMPLINGS = ("transpose", "resize_conv")
-GAN_MODES = ("auto", "lsgan", "bce")
-
+DIRECTIONS = ("t1_to_t2", "t2_to_t1")
 MODELS = ("cyclegan", "cyclegan_s", "pix2pix", "supervised", "simple")
 PAIRED_MODELS = ("cyclegan_s", "pix2pix", "supervised")
-PRECISIONS = ("off", "auto", "float32", "mixed_float16", "mixed_bfloat16")
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "default", "mirrored", "tpu", "multiworker")
+SOURCES = ("phantom", "ixi", "folder", "gdrive")
+PHANTOM_KINDS = ("head", "brain", "thick")
+PROTOCOLS = ("", "ixi-40")
 
-# Fields that may differ when resuming a run: they change how long it trains
-# or how it reports, not what a step computes.
+# Fields of TrainConfig that may differ when resuming a run: they change how long it
+# trains or how it reports, not what a step computes.
 RESUMABLE_CHANGES = frozenset({
     "epochs", "epochs_decay", "checkpoint_every_steps", "keep_checkpoints",
     "grid_slices", "validate", "validate_every", "verbose", "tensorboard",
@@ -42,9 +50,123 @@ RESUMABLE_CHANGES = frozenset({
     "lr",
 })
 
+# TrainConfig keys of earlier versions: renamed ones, and removed ones with the one
+# value the code still implements (a run that used another cannot be resumed).
+LEGACY = {
+    "renamed": {"max_steps_per_epoch": "steps_per_epoch"},
+    "removed": {"norm": "instance", "disc_norm": "auto", "upsampling": "transpose",
+                "gan_mode": "auto", "warmup_steps": 0, "disc_lr_scale": 1.0,
+                "jit_compile": False},
+    "values": {"precision": {"off": "float32"}},
+}
+
+
+class _Settings:
+    """What every settings class shares: validation, dicts, JSON, differences."""
+
+    def validated(self):
+        raise NotImplementedError
+
+    def to_dict(self) -> dict:
+        values = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_dict(cls, values: dict, *, source: str = "config"):
+        """Build from a mapping; unknown keys and wrong types are errors naming ``source``."""
+        defaults = cls()
+        unknown = sorted(set(values) - set(cls.field_names()))
+        if unknown:
+            raise ValueError(f"{source}: unknown config field(s) {unknown}; "
+                             f"expected some of {sorted(cls.field_names())}")
+        converted = {name: _coerce(name, value, getattr(defaults, name), source)
+                     for name, value in values.items()}
+        try:
+            return cls(**converted).validated()
+        except ValueError as err:
+            raise ValueError(f"{source}: {err}") from err
+
+    def replace(self, **changes):
+        """A validated copy with ``changes``."""
+        return dataclasses.replace(self, **changes).validated()
+
+    def differences(self, other) -> dict:
+        """Fields whose values differ: ``{name: (self_value, other_value)}``."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return {k: (mine[k], theirs[k]) for k in mine if mine[k] != theirs[k]}
+
 
 @dataclass
-class TrainConfig:
+class DataConfig(_Settings):
+    """Where the scans come from and how they become a slice store.
+
+    ``seed_slice`` 120 is the axial slice of the article this project follows;
+    in the MNI152 template grid it lies at z = +48 mm (centrum semiovale).
+    """
+
+    # The source: the offline phantom, IXI (downloaded), a folder of NIfTI pairs, or a
+    # shared Google Drive folder.
+    source: str = "phantom"
+    subjects: int = 10
+    folder: str = ""
+    gdrive_id: str = ""
+    # A published protocol that fixes subjects, splits and slices ("ixi-40").
+    protocol: str = ""
+    phantom_kind: str = "head"
+    phantom_seed: int = 0
+    # Axial slices of the template grid: the article's one slice, a range, or every
+    # slice with enough brain.
+    slices: str = "seed"
+    seed_slice: int = 120
+    slice_range: tuple[int, int] = (40, 150)
+    min_brain_fraction: float = 0.25
+    slice_size: int = 256
+    clip_low: float = 0.5
+    clip_high: float = 99.5
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    split_seed: int = 0
+    # A CSV of subject,split that fixes the splits (overrides the fractions and seed).
+    split_file: str = ""
+    # Training T1 and T2 from different subjects.
+    unpaired: bool = False
+    # Leave the subjects QC flags out of every split.
+    exclude_outliers: bool = False
+    shard_size: int = 512
+    workers: int = 2
+
+    def validated(self) -> "DataConfig":
+        check_choice("source", self.source, SOURCES)
+        check_choice("protocol", self.protocol, PROTOCOLS)
+        check_choice("phantom_kind", self.phantom_kind, PHANTOM_KINDS)
+        check_choice("slices", self.slices, SLICE_MODES)
+        if not 0 <= self.clip_low < self.clip_high <= 100:
+            raise ValueError("clip_low/clip_high: expected 0 <= low < high <= 100, got "
+                             f"{self.clip_low}, {self.clip_high}")
+        if self.val_fraction < 0 or self.test_fraction < 0 or \
+                self.val_fraction + self.test_fraction >= 1:
+            raise ValueError("val_fraction + test_fraction: expected non-negative and < 1, got "
+                             f"{self.val_fraction} + {self.test_fraction}")
+        if self.slice_size < 32 or self.slice_size % 4:
+            raise ValueError(f"slice_size: expected a multiple of 4 >= 32, got "
+                             f"{self.slice_size}")
+        lo, hi = self.slice_range
+        if not 0 <= lo < hi:
+            raise ValueError(f"slice_range: expected 0 <= start < stop, got {self.slice_range}")
+        for name in ("subjects", "shard_size", "workers"):
+            _check_number(name, getattr(self, name), lower=1, inclusive=True)
+        if not 0 < self.min_brain_fraction <= 1:
+            raise ValueError(f"min_brain_fraction: expected a value in (0, 1], got "
+                             f"{self.min_brain_fraction}")
+        return self
+
+
+@dataclass
+class TrainConfig(_Settings):
     """Every setting of a training run.
 
     Attributes are grouped as: what to train, the networks, the losses, the
@@ -53,25 +175,19 @@ class TrainConfig:
 
     # What to train.
     model: str = "cyclegan"
-    # Networks.
+    # Networks (instance normalisation and transposed convolutions, as in the paper).
     image_size: int = 256
     channels: int = 1
     gen_filters: int = 64
     n_res_blocks: int = 9
     disc_filters: int = 64
     disc_layers: int = 3
-    norm: str = "instance"
-    # The discriminators' normalisation; "auto": the same as the generators'.
-    disc_norm: str = "auto"
-    upsampling: str = "transpose"
     # ResNet generators: stem features concatenated before the head (models.resnet_generator).
     long_skip: bool = False
     # ResNet generators: a per-pixel intensity path added before the tanh
     # (models.resnet_generator).
     intensity_path: bool = False
-    # Losses.
-    # "auto": LSGAN for the CycleGANs (their paper), BCE for pix2pix (its paper).
-    gan_mode: str = "auto"
+    # Losses: LSGAN for the CycleGANs (their paper), BCE for pix2pix (its paper).
     lambda_cycle: float = 10.0
     lambda_identity: float = 5.0
     # Structure consistency (MIND) between each input and its translation, in the
@@ -84,18 +200,13 @@ class TrainConfig:
     # Optimisation: constant learning rate for `epochs`, then linear decay to
     # zero over `epochs_decay` more.
     lr: float = 2e-4
-    # The discriminators' learning rate as a multiple of lr (1 in the papers; two
-    # time-scale updates, Heusel et al. 2017, use a faster discriminator).
-    disc_lr_scale: float = 1.0
     beta_1: float = 0.5
     beta_2: float = 0.999
-    # Both learning rates ramp linearly up over the first warmup_steps optimizer steps
-    # (0: none, as in the papers; schedules.LinearDecay).
-    warmup_steps: int = 0
     batch_size: int = 1
     epochs: int = 100
     epochs_decay: int = 100
-    max_steps_per_epoch: int = 0
+    # Batches per epoch at most (0: every training slice once).
+    steps_per_epoch: int = 0
     # Data augmentation as in CycleGAN: resize to jitter_size, random crop back
     # to image_size, random left-right flip.
     augment: bool = True
@@ -103,8 +214,7 @@ class TrainConfig:
     # Reproducibility and speed.
     seed: int = 0
     deterministic: bool = False
-    precision: str = "off"
-    jit_compile: bool = False
+    precision: str = "float32"
     # tf.distribute strategy (colab_utils.distribute); batch_size is the global batch.
     strategy: str = "auto"
     # Bookkeeping.
@@ -118,17 +228,6 @@ class TrainConfig:
     tensorboard: bool = True
     verbose: int = 2
     notes: str = field(default="")
-
-    @classmethod
-    def smoke(cls, **overrides) -> "TrainConfig":
-        """A tiny configuration (32 px, narrow networks, 2 epochs) for tests and demos."""
-        values = dict(
-            image_size=32, gen_filters=8, n_res_blocks=2, disc_filters=8, disc_layers=2,
-            pool_size=4, batch_size=2, epochs=1, epochs_decay=1, max_steps_per_epoch=8,
-            jitter_size=36, grid_slices=2, precision="off",
-        )
-        values.update(overrides)
-        return cls(**values).validated()
 
     @staticmethod
     def jitter_for(image_size: int) -> int:
@@ -145,37 +244,26 @@ class TrainConfig:
         return self.model in PAIRED_MODELS
 
     @property
-    def resolved_disc_norm(self) -> str:
-        return self.norm if self.disc_norm == "auto" else self.disc_norm
-
-    @property
-    def resolved_gan_mode(self) -> str:
-        if self.gan_mode != "auto":
-            return self.gan_mode
+    def gan_mode(self) -> str:
+        """BCE for pix2pix (its paper), LSGAN otherwise (CycleGAN's)."""
         return "bce" if self.model == "pix2pix" else "lsgan"
 
     def validated(self) -> "TrainConfig":
         """Return self after checking every field; raise ``ValueError`` naming the bad one."""
         check_choice("model", self.model, MODELS)
-        check_choice("norm", self.norm, NORMS)
-        check_choice("disc_norm", self.disc_norm, ("auto", *NORMS))
-        check_choice("upsampling", self.upsampling, UPSAMPLINGS)
-        check_choice("gan_mode", self.gan_mode, GAN_MODES)
         check_choice("precision", self.precision, PRECISIONS)
         check_choice("strategy", self.strategy, STRATEGIES)
         positive = ("image_size", "channels", "gen_filters", "disc_filters", "disc_layers",
                     "batch_size", "keep_checkpoints", "validate_every")
         non_negative = ("n_res_blocks", "pool_size", "epochs", "epochs_decay",
-                        "max_steps_per_epoch", "checkpoint_every_steps", "grid_slices",
-                        "warmup_steps", "lambda_cycle", "lambda_identity", "lambda_structure",
-                        "lambda_supervised", "lambda_l1",
-                        "verbose")
+                        "steps_per_epoch", "checkpoint_every_steps", "grid_slices",
+                        "lambda_cycle", "lambda_identity", "lambda_structure",
+                        "lambda_supervised", "lambda_l1", "verbose")
         for name in positive:
             _check_number(name, getattr(self, name), lower=0, inclusive=False)
         for name in non_negative:
             _check_number(name, getattr(self, name), lower=0, inclusive=True)
         _check_number("lr", self.lr, lower=0, inclusive=False)
-        _check_number("disc_lr_scale", self.disc_lr_scale, lower=0, inclusive=False)
         for name in ("beta_1", "beta_2"):
             value = getattr(self, name)
             _check_number(name, value, lower=0, inclusive=True)
@@ -195,24 +283,9 @@ class TrainConfig:
                              f"positive supervised weight, got {self.lambda_supervised}")
         return self
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
     @classmethod
     def from_dict(cls, values: dict, *, source: str = "config") -> "TrainConfig":
-        """Build from a mapping; unknown keys and wrong types are errors naming ``source``."""
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise ValueError(f"{source}: unknown config field(s) {unknown}; "
-                             f"expected some of {sorted(known)}")
-        converted = {}
-        for name, value in values.items():
-            converted[name] = _coerce(name, value, type(getattr(cls(), name)), source)
-        try:
-            return cls(**converted).validated()
-        except ValueError as err:
-            raise ValueError(f"{source}: {err}") from err
+        return super().from_dict(_upgrade(values, source), source=source)
 
     def save(self, path) -> None:
         """Write as JSON, atomically."""
@@ -221,22 +294,113 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path) -> "TrainConfig":
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
-        try:
-            values = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: expected a JSON object of config fields, "
-                             f"got invalid JSON ({err})") from err
-        if not isinstance(values, dict):
-            raise ValueError(f"{path}: expected a JSON object, got {type(values).__name__}")
-        return cls.from_dict(values, source=str(path))
+        return cls.from_dict(read_json_object(path), source=str(path))
 
-    def differences(self, other: "TrainConfig") -> dict:
-        """Fields whose values differ: ``{name: (self_value, other_value)}``."""
-        mine, theirs = self.to_dict(), other.to_dict()
-        return {k: (mine[k], theirs[k]) for k in mine if mine[k] != theirs[k]}
+
+@dataclass
+class Experiment:
+    """A whole comparison: the data, the training settings every method shares, and
+    which methods. Each method's run is ``train`` with its ``model`` (and CycleGAN's
+    longer epochs): :func:`colab_utils.presets.method_config`."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    methods: tuple[str, ...] = ("simple", "supervised", "pix2pix", "cyclegan", "cyclegan_s")
+    # The method the others are tested against.
+    reference: str = "cyclegan"
+    # CycleGAN's epochs are this many times longer (unpaired, it learns slower than the
+    # methods that see pairs; steps_per_epoch 0, every slice, stays so).
+    cyclegan_step_factor: float = 1.0
+
+    def validated(self) -> "Experiment":
+        self.data.validated()
+        self.train.validated()
+        for method in self.methods:
+            check_choice("methods", method, MODELS)
+        if len(set(self.methods)) < 2:
+            raise ValueError(f"methods: expected at least two different methods, got "
+                             f"{list(self.methods)}")
+        check_choice("reference", self.reference, tuple(self.methods))
+        if not self.cyclegan_step_factor > 0:
+            raise ValueError(f"cyclegan_step_factor: expected > 0, got "
+                             f"{self.cyclegan_step_factor}")
+        return self
+
+    @staticmethod
+    def own_fields() -> tuple[str, ...]:
+        return ("methods", "reference", "cyclegan_step_factor")
+
+    def to_dict(self) -> dict:
+        return {"data": self.data.to_dict(), "train": self.train.to_dict(),
+                "methods": list(self.methods), "reference": self.reference,
+                "cyclegan_step_factor": self.cyclegan_step_factor}
+
+    def with_overrides(self, **values) -> "Experiment":
+        """A copy with settings changed by name (each name is unique in the tree);
+        ``None`` values are ignored (a notebook field or flag left at the preset's)."""
+        routed = {"data": {}, "train": {}, "own": {}}
+        for name, value in values.items():
+            if value is None:
+                continue
+            part = ("data" if name in DataConfig.field_names() else
+                    "train" if name in TrainConfig.field_names() else
+                    "own" if name in self.own_fields() else None)
+            if part is None:
+                raise ValueError(f"unknown setting {name!r}; expected one of "
+                                 f"{sorted(all_setting_names())}")
+            routed[part][name] = value
+        if "image_size" in routed["train"] and "jitter_size" not in routed["train"]:
+            # Follow a changed size with the paper's jitter ratio (286 for 256).
+            routed["train"]["jitter_size"] = TrainConfig.jitter_for(
+                int(routed["train"]["image_size"]))
+        data = DataConfig.from_dict({**self.data.to_dict(), **routed["data"]},
+                                    source="data settings")
+        train = TrainConfig.from_dict({**self.train.to_dict(), **routed["train"]},
+                                      source="training settings")
+        own = {**{k: getattr(self, k) for k in self.own_fields()}, **routed["own"]}
+        if isinstance(own["methods"], str):
+            own["methods"] = tuple(m.strip() for m in own["methods"].split(",") if m.strip())
+        return Experiment(data, train, tuple(own["methods"]), str(own["reference"]),
+                          float(own["cyclegan_step_factor"])).validated()
+
+
+def all_setting_names() -> tuple[str, ...]:
+    """Every setting's name (unique across the tree)."""
+    return DataConfig.field_names() + TrainConfig.field_names() + Experiment.own_fields()
+
+
+def read_json_object(path) -> dict:
+    """A JSON file that holds an object; clear errors naming the file otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        values = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: expected a JSON object of config fields, "
+                         f"got invalid JSON ({err})") from err
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(values).__name__}")
+    return values
+
+
+def _upgrade(values: dict, source: str) -> dict:
+    """TrainConfig keys of earlier versions in today's form (see :data:`LEGACY`)."""
+    values = dict(values)
+    for old, new in LEGACY["renamed"].items():
+        if old in values:
+            values.setdefault(new, values.pop(old))
+    for name, only in LEGACY["removed"].items():
+        if name in values:
+            value = values.pop(name)
+            if value != only:
+                raise ValueError(f"{source}: config field {name!r} is {value!r}, a setting "
+                                 f"this version no longer has (only {only!r} remains); "
+                                 "train a new run")
+    for name, mapping in LEGACY["values"].items():
+        if values.get(name) in mapping:
+            values[name] = mapping[values[name]]
+    return values
 
 
 def _check_number(name, value, *, lower, inclusive):
@@ -247,9 +411,15 @@ def _check_number(name, value, *, lower, inclusive):
         raise ValueError(f"config field {name!r}: expected {relation} {lower}, got {value}")
 
 
-def _coerce(name, value, kind, source):
-    """Convert a JSON or command-line value to the field's type."""
-    if kind is bool:
+def _coerce(name, value, default, source):
+    """Convert a JSON or command-line value to the type of the field's default."""
+    kind = type(default)
+    if kind is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.replace(":", ",").split(",") if v.strip()]
+        if isinstance(value, (list, tuple)) and len(value) == len(default):
+            return tuple(_coerce(name, v, d, source) for v, d in zip(value, default))
+    elif kind is bool:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from . import losses
 from .precision import apply_gradients
+from .translation import TranslationModel
 
 LOSS_KEYS = (
     "gen_total", "adv_t1_to_t2", "adv_t2_to_t1", "cycle_t1", "cycle_t2",
@@ -94,26 +95,7 @@ class ImagePool(keras.layers.Layer):
         return {**super().get_config(), "pool_size": self.pool_size, "seed": self.seed}
 
 
-class GeneratorPair:
-    """What the two-generator models share: named loss trackers (``self.trackers``,
-    shown by ``fit``) and the variable groups each optimizer updates."""
-
-    @property
-    def metrics(self):
-        return list(self.trackers.values())
-
-    @property
-    def generator_variables(self):
-        return self.gen_t1_to_t2.trainable_variables + self.gen_t2_to_t1.trainable_variables
-
-    @property
-    def discriminator_variables(self):
-        if self.disc_t1 is None:  # the supervised generator has no discriminators
-            return []
-        return self.disc_t1.trainable_variables + self.disc_t2.trainable_variables
-
-
-class CycleGAN(GeneratorPair, keras.Model):
+class CycleGAN(TranslationModel):
     """CycleGAN for T1 ↔ T2 with LSGAN/BCE, cycle, identity, structure and supervised terms.
 
     Batches are ``(real_t1, real_t2)``, each (batch, H, W, C) float32 in
@@ -140,11 +122,8 @@ class CycleGAN(GeneratorPair, keras.Model):
                  lambda_cycle=10.0, lambda_identity=5.0, lambda_structure=0.0,
                  lambda_supervised=0.0, gan_mode="lsgan", pool_size=50, image_shape=None,
                  seed=0, **kwargs):
-        super().__init__(**kwargs)
-        self.gen_t1_to_t2 = gen_t1_to_t2
-        self.gen_t2_to_t1 = gen_t2_to_t1
-        self.disc_t1 = disc_t1
-        self.disc_t2 = disc_t2
+        super().__init__(gen_t1_to_t2, gen_t2_to_t1, disc_t1, disc_t2, loss_keys=LOSS_KEYS,
+                         **kwargs)
         for name, value in (("lambda_cycle", lambda_cycle), ("lambda_identity", lambda_identity),
                             ("lambda_structure", lambda_structure),
                             ("lambda_supervised", lambda_supervised)):
@@ -165,24 +144,6 @@ class CycleGAN(GeneratorPair, keras.Model):
         self.pool_t1 = ImagePool(pool_size, self.image_shape, seed=2 * seed, name="pool_t1")
         self.pool_t2 = ImagePool(pool_size, self.image_shape, seed=2 * seed + 10_007,
                                  name="pool_t2")
-        self.global_step = self.add_weight(shape=(), dtype="int64", initializer="zeros",
-                                           trainable=False, aggregation="only_first_replica",
-                                           name="global_step")
-        self.trackers = {key: keras.metrics.Mean(name=key) for key in LOSS_KEYS}
-
-    def compile(self, gen_optimizer, disc_optimizer, **kwargs):
-        """Attach one optimizer for both generators and one for both discriminators."""
-        super().compile(optimizer=gen_optimizer, **kwargs)
-        self.gen_optimizer = gen_optimizer
-        self.disc_optimizer = disc_optimizer
-        # Build slot variables now so that checkpoints can restore them before
-        # the first step.
-        gen_optimizer.build(self.generator_variables)
-        disc_optimizer.build(self.discriminator_variables)
-
-    def call(self, inputs, training=False):
-        """Translate T1 to T2."""
-        return self.gen_t1_to_t2(inputs, training=training)
 
     def _generator_losses(self, real_t1, real_t2, training):
         """Forward pass of both generators and their loss terms."""
@@ -258,8 +219,3 @@ class CycleGAN(GeneratorPair, keras.Model):
         out["disc_t1"] = self.disc_adv_loss(self.disc_t1(real_t1), self.disc_t1(out["fake_t1"]))
         out["disc_t2"] = self.disc_adv_loss(self.disc_t2(real_t2), self.disc_t2(out["fake_t2"]))
         return self._update_trackers(out)
-
-    def _update_trackers(self, out):
-        for key, tracker in self.trackers.items():
-            tracker.update_state(out[key])
-        return {key: tracker.result() for key, tracker in self.trackers.items()}

@@ -10,24 +10,29 @@ image. Written to ``RUN/metrics/SPLIT/``::
     summary.csv       per direction and metric: mean, std, median over slices
     summary.md        the same as Markdown tables
     examples_t1_to_t2.png, examples_t2_to_t1.png   best and worst slices (masked SSIM)
-    evaluation.json   what was evaluated: run, data, split, image size
+    evaluation.json   what was evaluated: run, data, split, subjects, image size
+
+A run is never scored on subjects it trained on: :func:`evaluate` refuses, with
+the subjects named, when the split's subjects and the run's training subjects
+(``RUN/data.json``) overlap, e.g. after a store was split again.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .baselines import DIRECTIONS, brain_masks
+from .config import DIRECTIONS
 from .data.slices import SliceSet, fit_to_size, load_split
 from .fileio import atomic_write_bytes
 from .inference import Method, load_method
 from .metrics import METRICS, all_metrics
+from .rundir import RunDir, read_record, write_record
+from .simple import brain_masks
 
 REGIONS = ("masked", "unmasked")
 COLUMNS = tuple(f"{m}_{r}" for r in REGIONS for m in METRICS)
@@ -174,6 +179,30 @@ def load_paired(data, split: str, image_size: int | None) -> tuple[SliceSet, np.
     return slices, mask
 
 
+def check_no_leakage(run, slices: SliceSet, split: str) -> None:
+    """Refuse to score a run on subjects it trained on.
+
+    Raises:
+        ValueError: Subjects of ``slices`` are among the run's training subjects
+            (named, with what to do).
+    """
+    run = RunDir(run)
+    trained = run.subjects("train")
+    if trained is None or slices.t1_subjects is None:
+        if run.path.is_dir() and slices.t1_subjects is not None:
+            print(f"[colab_utils] {run.path}: the run does not record its training subjects "
+                  "(trained by an earlier version); cannot check that it never saw the "
+                  f"{split} subjects")
+        return
+    overlap = sorted(set(trained) & (set(slices.t1_subjects) | set(slices.t2_subjects)))
+    if overlap:
+        raise ValueError(
+            f"{run.data_file}: the run trained on {len(overlap)} of the {split} subjects "
+            f"({', '.join(overlap[:5])}{' …' if len(overlap) > 5 else ''}); its scores would "
+            "not measure generalisation. The store was split again since it trained: train "
+            "a new run on this store")
+
+
 def evaluate(run, data, *, split: str = "test", out=None, batch_size: int = 8,
              examples: int = 3, precision: str | None = None) -> Evaluation:
     """Evaluate a run (or exported model) on a paired split, in both directions.
@@ -181,19 +210,24 @@ def evaluate(run, data, *, split: str = "test", out=None, batch_size: int = 8,
     Args:
         run: A run directory or exported model (see :func:`load_method`).
         data: The slice store (or any layout :func:`load_split` reads).
-        split: Which split (``"test"``; ``"val"`` while tuning).
+        split: Which split (``"val"`` while choosing settings, ``"test"`` once).
         out: Output directory (default ``RUN/metrics/SPLIT``).
         batch_size: Inference batch size.
         examples: How many best and worst slices to show per direction.
         precision: ``None`` translates in the dtype policy the model was
-            trained in; ``auto``, ``off`` or a policy name overrides it.
+            trained in; ``auto`` or a policy name overrides it.
 
     Returns:
         An :class:`Evaluation`.
+
+    Raises:
+        ValueError: The run trained on subjects of this split (:func:`check_no_leakage`),
+            or the split is not paired.
     """
     method = load_method(run, batch_size=batch_size, precision=precision)
     slices, mask = load_paired(data, split, method.image_size)
-    directory = Path(out) if out else Path(run) / "metrics" / split
+    check_no_leakage(run, slices, split)
+    directory = Path(out) if out else RunDir(run).metrics(split)
     directory.mkdir(parents=True, exist_ok=True)
     subjects, numbers = _slice_ids(slices)
     per_slice = []
@@ -217,13 +251,14 @@ def evaluate(run, data, *, split: str = "test", out=None, batch_size: int = 8,
     write_csv(directory / "summary.csv", summary)
     atomic_write_bytes(directory / "summary.md", summary_markdown(
         summary, f"{method.name}: {split} split of {data}").encode())
-    record = {"run": str(run), "method": method.name, "data": str(Path(data).resolve()),
-              "split": split, "image_size": method.image_size, "n_slices": len(slices.t1),
-              "trained_step": trained_step(run), "policy": method.policy or None}
-    atomic_write_bytes(directory / "evaluation.json", (json.dumps(record, indent=2) + "\n").encode())
+    write_record(directory / "evaluation.json", {
+        "run": str(run), "method": method.name, "data": str(Path(data).resolve()),
+        "split": split, "subjects": sorted({str(s) for s in subjects}),
+        "image_size": method.image_size, "n_slices": len(slices.t1),
+        "trained_step": RunDir(run).trained_step(), "policy": method.policy or None})
     computed = f" in {method.policy}" if method.policy else ""
-    print(f"[colab_utils] evaluated {method.name}{computed} on {len(slices.t1)} {split} slices; "
-          f"tables and figures in {directory}")
+    print(f"[colab_utils] evaluated {method.name}{computed} on {len(slices.t1)} {split} slices "
+          f"of {len(set(subjects))} subjects; tables and figures in {directory}")
     return Evaluation(directory, per_slice, per_subject, summary)
 
 
@@ -231,40 +266,27 @@ def is_current(run, data, split: str = "test") -> bool:
     """Whether ``RUN/metrics/SPLIT`` holds a complete evaluation of the run as it is now.
 
     That is: the tables were written, and ``evaluation.json`` records the run's
-    last training step, the same slice store and split, and the dtype policy
-    the run was trained in (what :func:`evaluate` uses by default).
+    last training step, the same slice store, split and subjects, and the dtype
+    policy the run was trained in (what :func:`evaluate` uses by default).
     """
-    directory = Path(run) / "metrics" / split
-    try:
-        record = json.loads((directory / "evaluation.json").read_text())
-    except (OSError, ValueError):
+    run = RunDir(run)
+    record = run.evaluation_record(split)
+    step = run.trained_step()
+    if not record or step is None or not (run.metrics(split) / "summary.csv").is_file():
         return False
-    trained = training_summary(run)
-    step = trained.get("global_step")
+    subjects = store_subjects(data, split)  # None: slices without subject records
     # The Simple baseline computes in no dtype policy: its record says None.
-    return (step is not None and (directory / "summary.csv").is_file()
-            and record.get("trained_step") == step
-            and record.get("policy") in (None, trained.get("policy"))
+    return (record.get("trained_step") == step
+            and record.get("policy") in (None, run.summary().get("policy"))
             and record.get("split") == split
-            and record.get("data") == str(Path(data).resolve()))
+            and record.get("data") == str(Path(data).resolve())
+            and (subjects is None or record.get("subjects") == subjects))
 
 
-def training_summary(run) -> dict:
-    """A run directory's ``summary.json`` (final step, dtype policy, exports), or ``{}``
-    when it has none that can be read (not trained to the end, or damaged)."""
-    try:
-        summary = json.loads((Path(run) / "summary.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return summary if isinstance(summary, dict) else {}
-
-
-def trained_step(run) -> int | None:
-    """The global step a run directory finished training at (``summary.json``), if known."""
-    try:
-        return int(training_summary(run)["global_step"])
-    except (KeyError, TypeError, ValueError):
-        return None
+def store_subjects(data, split: str) -> list[str] | None:
+    """The subjects of a slice store's split (``preprocess.json``), or ``None``."""
+    splits = read_record(Path(data) / "preprocess.json").get("splits", {})
+    return sorted(splits[split]) if split in splits else None
 
 
 def examples_figure(inputs, estimate, reference, mask, scores, direction, name, count):

@@ -1,28 +1,31 @@
-"""Load a trained method for inference, whatever it is.
+"""Trained methods in and out: export generators, and load any method for inference.
 
-:func:`load_method` takes a run directory (any ``model``: the exported
-generators, or the Simple baseline's JSON) or a single exported file and
-returns a :class:`Method`: a translator per direction, each a function
-``(images, mask) -> images`` on (N, H, W, C) float32 in [0, 1].
+:func:`export_generators` writes a run's generators; :func:`load_method` takes a
+run directory (any ``model``: the exported generators, or the Simple
+baseline's JSON) or a single exported file and returns a :class:`Method`: a
+translator per direction, each a function ``(images, mask) -> images`` on
+(N, H, W, C) float32 in [0, 1].
 """
 
 from __future__ import annotations
 
-import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import keras
 import numpy as np
 
-from .baselines import DIRECTIONS, SimpleBaseline
-from .config import TrainConfig
-from .precision import compute_policy
+from . import models  # noqa: F401  (registers the custom layers the .keras files name)
 from . import viz
+from .config import DIRECTIONS
+from .precision import compute_policy, resolve_policy, with_policy
+from .rundir import RunDir
+from .simple import SimpleBaseline
 from .validation import check_choice
 
 Translator = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
-SIMPLE_FILE = "simple_baseline.json"
 
 
 @dataclass
@@ -53,10 +56,35 @@ def keras_translator(generator, batch_size: int = 8) -> Translator:
     return translate
 
 
-def _generator(path: Path, precision: str | None):
-    from .training import load_generator
+def export_generators(model, run: RunDir) -> dict:
+    """Save both generators of a trained model as ``.keras`` files in ``run.export``
+    (each written atomically); return their paths."""
+    run.export.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for direction in DIRECTIONS:
+        final = run.generator(direction)
+        tmp = final.with_name(f".tmp-{os.getpid()}-{final.name}")
+        getattr(model, f"gen_{direction}").save(tmp)
+        os.replace(tmp, final)
+        paths[f"gen_{direction}"] = final
+    return paths
 
-    return load_generator(path, precision)
+
+def load_generator(path, precision: str | None = None) -> keras.Model:
+    """Load an exported generator (``.keras``).
+
+    ``precision``: ``None`` computes in the dtype policy it was trained with;
+    ``auto`` or a policy name rebuilds it under that policy (see
+    :func:`colab_utils.precision.with_policy`).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"generator file not found: {path}")
+    model = keras.saving.load_model(path, compile=False)
+    if precision is None:
+        return model
+    policy = resolve_policy(precision)
+    return model if compute_policy(model) == policy else with_policy(model, policy)
 
 
 def load_method(source, *, direction: str | None = None, batch_size: int = 8,
@@ -71,8 +99,8 @@ def load_method(source, *, direction: str | None = None, batch_size: int = 8,
             ``gen_t1_to_t2.keras``).
         batch_size: Inference batch size.
         precision: ``None``: the dtype policy each generator was trained in;
-            ``auto`` (mixed precision where this hardware supports it), ``off``
-            or a Keras policy name to translate in that policy instead.
+            ``auto`` (mixed precision where this hardware supports it) or a Keras
+            policy name to translate in that policy instead.
 
     Raises:
         FileNotFoundError: Nothing to load at ``source``.
@@ -80,7 +108,7 @@ def load_method(source, *, direction: str | None = None, batch_size: int = 8,
     """
     source = Path(source)
     if source.is_dir():
-        return _load_run(source, batch_size, precision)
+        return _load_run(RunDir(source), batch_size, precision)
     if not source.is_file():
         raise FileNotFoundError(f"no run directory or model file at {source}")
     if source.suffix == ".json":
@@ -96,54 +124,43 @@ def load_method(source, *, direction: str | None = None, batch_size: int = 8,
             raise ValueError(f"{source}: pass direction='t1_to_t2' or 't2_to_t1' (the file "
                              "name does not say which way it translates)")
     check_choice("direction", direction, DIRECTIONS)
-    generator = _generator(source, precision)
+    generator = load_generator(source, precision)
     size = generator.input_shape[1]
     return Method(source.stem, size, {direction: keras_translator(generator, batch_size)},
                   str(source), compute_policy(generator))
 
 
-def _load_run(run_dir: Path, batch_size: int, precision: str | None) -> Method:
-    config_path = run_dir / "config.json"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{run_dir}: not a run directory (no config.json)")
-    config = TrainConfig.load(config_path)
-    export = run_dir / "export"
+def _load_run(run: RunDir, batch_size: int, precision: str | None) -> Method:
+    config = run.config()
     policy = ""
     if config.model == "simple":
-        baseline = SimpleBaseline.load(export / SIMPLE_FILE)
+        baseline = SimpleBaseline.load(run.simple_file)
         translators = {d: baseline.translator(d) for d in DIRECTIONS}
     else:
         translators = {}
         for d in DIRECTIONS:
-            path = export / f"gen_{d}.keras"
+            path = run.generator(d)
             if not path.is_file():
                 raise ValueError(f"{path}: missing; the run has not finished (re-run its "
                                  "train command to resume and export)")
-            generator = _generator(path, precision)
+            generator = load_generator(path, precision)
             policy = compute_policy(generator)
             translators[d] = keras_translator(generator, batch_size)
-    return Method(config.model, config.image_size, translators, str(run_dir), policy)
-
-
-def method_label(run_dir) -> str:
-    """A run's method name (its config's ``model``), or the directory name."""
-    try:
-        return json.loads((Path(run_dir) / "config.json").read_text())["model"]
-    except (OSError, ValueError, KeyError):
-        return Path(run_dir).name
+    return Method(config.model, config.image_size, translators, str(run.path), policy)
 
 
 def preprocessing_settings(source) -> dict:
     """The slice size and intensity clipping a model's training data was made with
     (from ``RUN/data.json``; preprocessing defaults when unknown)."""
-    from .data.preprocess import PreprocessConfig
+    from .config import DataConfig
 
-    defaults = PreprocessConfig()
-    settings = {"size": defaults.size, "clip_low": defaults.clip_low,
+    defaults = DataConfig()
+    settings = {"slice_size": defaults.slice_size, "clip_low": defaults.clip_low,
                 "clip_high": defaults.clip_high}
     source = Path(source)
-    record_path = source / "data.json" if source.is_dir() else None
-    if record_path is not None and record_path.is_file():
-        recorded = json.loads(record_path.read_text()).get("preprocess", {})
+    if source.is_dir():
+        recorded = RunDir(source).data_record().get("preprocess", {})
+        if "size" in recorded:  # stores of version 1 called it size
+            recorded = {**recorded, "slice_size": recorded["size"]}
         settings.update({k: recorded[k] for k in settings if k in recorded})
     return settings

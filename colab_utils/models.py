@@ -16,9 +16,6 @@ from functools import lru_cache
 import keras
 from keras import layers, ops
 
-from .validation import check_choice
-
-from .config import NORMS, UPSAMPLINGS
 # Weights drawn from N(0, 0.02), as in the CycleGAN and pix2pix papers.
 _INIT_STDDEV = 0.02
 
@@ -93,26 +90,20 @@ def _init():
     return keras.initializers.RandomNormal(mean=0.0, stddev=_INIT_STDDEV)
 
 
-def _norm(kind: str, name: str, affine: bool):
-    """Normalisation layer by name; ``None`` for ``"none"``."""
-    check_choice("norm", kind, NORMS)
-    if kind == "instance":
-        return layers.GroupNormalization(
-            groups=-1, epsilon=1e-5, center=affine, scale=affine, name=name
-        )
-    if kind == "batch":
-        return layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=name)
-    return None
+def _instance_norm(name: str, affine: bool):
+    """Instance normalisation: group normalisation with one group per channel."""
+    return layers.GroupNormalization(groups=-1, epsilon=1e-5, center=affine, scale=affine,
+                                     name=name)
 
 
 def _conv_norm_act(x, filters, kernel, strides, *, norm, affine, act, name, padding="same"):
+    """Convolution, instance normalisation (when ``norm``), activation."""
     x = layers.Conv2D(
         filters, kernel, strides=strides, padding=padding,
         kernel_initializer=_init(), name=f"{name}_conv",
     )(x)
-    norm_layer = _norm(norm, f"{name}_norm", affine)
-    if norm_layer is not None:
-        x = norm_layer(x)
+    if norm:
+        x = _instance_norm(f"{name}_norm", affine)(x)
     if act == "relu":
         x = layers.ReLU(name=f"{name}_relu")(x)
     elif act == "lrelu":
@@ -133,23 +124,14 @@ def _residual_block(x, filters, *, norm, affine, dropout, name):
     return layers.Add(name=f"{name}_add")([x, y])
 
 
-def _upsample(x, filters, *, mode, norm, affine, name):
-    """Doubles height and width: transposed conv or resize then conv."""
-    check_choice("upsampling", mode, UPSAMPLINGS)
-    if mode == "transpose":
-        x = layers.Conv2DTranspose(
-            filters, 3, strides=2, padding="same",
-            kernel_initializer=_init(), name=f"{name}_convT",
-        )(x)
-    else:
-        # Resize-convolution (Odena et al. 2016): no checkerboard artifacts.
-        x = layers.UpSampling2D(2, interpolation="nearest", name=f"{name}_resize")(x)
-        x = ReflectionPadding2D(1, name=f"{name}_pad")(x)
-        x = layers.Conv2D(filters, 3, padding="valid", kernel_initializer=_init(),
-                          name=f"{name}_conv")(x)
-    norm_layer = _norm(norm, f"{name}_norm", affine)
-    if norm_layer is not None:
-        x = norm_layer(x)
+def _upsample(x, filters, *, norm, affine, name):
+    """Doubles height and width: a transposed convolution, as in the paper."""
+    x = layers.Conv2DTranspose(
+        filters, 3, strides=2, padding="same",
+        kernel_initializer=_init(), name=f"{name}_convT",
+    )(x)
+    if norm:
+        x = _instance_norm(f"{name}_norm", affine)(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
@@ -167,9 +149,7 @@ def resnet_generator(
     channels: int = 1,
     filters: int = 64,
     n_blocks: int = 9,
-    norm: str = "instance",
     norm_affine: bool = False,
-    upsampling: str = "transpose",
     dropout: float = 0.0,
     long_skip: bool = False,
     intensity_path: bool = False,
@@ -186,10 +166,8 @@ def resnet_generator(
         channels: Input and output channels.
         filters: Filters of the first layer (64 in the paper).
         n_blocks: Residual blocks (9 for 256 px, 6 for 128 px in the paper).
-        norm: ``"instance"``, ``"batch"`` or ``"none"``.
-        norm_affine: Learn a scale and offset in the normalisation layers
-            (the reference implementation does not).
-        upsampling: ``"transpose"`` (the paper) or ``"resize_conv"``.
+        norm_affine: Learn a scale and offset in the instance normalisation
+            layers (the reference implementation does not).
         dropout: Dropout rate inside residual blocks (0 in the paper).
         long_skip: Concatenate the stem's full-resolution features to the
             last upsampling's output before the head, like a U-Net's top
@@ -206,13 +184,11 @@ def resnet_generator(
     Returns:
         ``keras.Model`` mapping (batch, H, W, channels) to the same shape.
     """
-    check_choice("norm", norm, NORMS)
-    check_choice("upsampling", upsampling, UPSAMPLINGS)
     if n_blocks < 0:
         raise ValueError(f"n_blocks: expected >= 0, got {n_blocks}")
     if image_size is not None and image_size % 4:
         raise ValueError(f"image_size: expected a multiple of 4, got {image_size}")
-    kw = dict(norm=norm, affine=norm_affine)
+    kw = dict(norm=True, affine=norm_affine)
 
     inputs = _input(image_size, channels, "image")
     x = ReflectionPadding2D(3, name="stem_pad")(inputs)
@@ -223,8 +199,8 @@ def resnet_generator(
     # (batch, H/4, W/4, 4f)
     for i in range(n_blocks):
         x = _residual_block(x, filters * 4, dropout=dropout, name=f"res{i + 1}", **kw)
-    x = _upsample(x, filters * 2, mode=upsampling, name="up1", **kw)
-    x = _upsample(x, filters, mode=upsampling, name="up2", **kw)
+    x = _upsample(x, filters * 2, name="up1", **kw)
+    x = _upsample(x, filters, name="up2", **kw)
     # (batch, H, W, f)
     if long_skip:
         x = layers.Concatenate(name="long_skip")([x, stem])
@@ -248,7 +224,6 @@ def unet_generator(
     channels: int = 1,
     filters: int = 64,
     n_downsamplings: int = 8,
-    norm: str = "instance",
     norm_affine: bool = True,
     dropout: float = 0.5,
     name: str = "unet_generator",
@@ -266,7 +241,6 @@ def unet_generator(
         channels: Input and output channels.
         filters: Filters of the first layer.
         n_downsamplings: Depth; 8 takes 256 px to 1×1.
-        norm: ``"instance"``, ``"batch"`` or ``"none"``.
         norm_affine: Learn scale and offset in instance normalisation.
         dropout: Dropout rate of the innermost decoder layers (0 to disable).
         name: Model name.
@@ -274,7 +248,6 @@ def unet_generator(
     Returns:
         ``keras.Model`` mapping (batch, H, W, channels) to the same shape.
     """
-    check_choice("norm", norm, NORMS)
     if n_downsamplings < 1:
         raise ValueError(f"n_downsamplings: expected >= 1, got {n_downsamplings}")
     if image_size is not None and image_size % (2**n_downsamplings):
@@ -287,17 +260,14 @@ def unet_generator(
     skips = []
     for i in range(n_downsamplings):
         innermost = i == n_downsamplings - 1
-        layer_norm = "none" if i == 0 or innermost else norm
-        x = _conv_norm_act(x, filters * min(2**i, 8), 4, 2, norm=layer_norm,
+        x = _conv_norm_act(x, filters * min(2**i, 8), 4, 2, norm=not (i == 0 or innermost),
                            affine=norm_affine, act="lrelu", name=f"down{i + 1}")
         skips.append(x)
     # Bottleneck: (batch, H / 2**n, W / 2**n, 8f)
     for j, i in enumerate(reversed(range(n_downsamplings - 1))):
         x = layers.Conv2DTranspose(filters * min(2**i, 8), 4, strides=2, padding="same",
                                    kernel_initializer=_init(), name=f"up{j + 1}_convT")(x)
-        norm_layer = _norm(norm, f"up{j + 1}_norm", norm_affine)
-        if norm_layer is not None:
-            x = norm_layer(x)
+        x = _instance_norm(f"up{j + 1}_norm", norm_affine)(x)
         if dropout and j < 3:
             x = layers.Dropout(dropout, name=f"up{j + 1}_dropout")(x)
         x = layers.ReLU(name=f"up{j + 1}_relu")(x)
@@ -314,7 +284,6 @@ def patchgan_discriminator(
     channels: int = 1,
     filters: int = 64,
     n_layers: int = 3,
-    norm: str = "instance",
     norm_affine: bool = False,
     name: str = "patchgan_discriminator",
 ) -> keras.Model:
@@ -330,14 +299,12 @@ def patchgan_discriminator(
         filters: Filters of the first layer.
         n_layers: Stride-2 layers (3 gives the 70×70 PatchGAN; 256 px input
             gives a 30×30 score map).
-        norm: ``"instance"``, ``"batch"`` or ``"none"``.
         norm_affine: Learn scale and offset in instance normalisation.
         name: Model name.
 
     Returns:
         ``keras.Model`` mapping (batch, H, W, channels) to (batch, h, w, 1).
     """
-    check_choice("norm", norm, NORMS)
     if n_layers < 1:
         raise ValueError(f"n_layers: expected >= 1, got {n_layers}")
 
@@ -350,11 +317,11 @@ def patchgan_discriminator(
                               act=act, name=layer_name, padding="valid")
 
     inputs = _input(image_size, channels, "image")
-    x = conv(inputs, filters, 2, "layer1", "none")
+    x = conv(inputs, filters, 2, "layer1", False)
     for i in range(1, n_layers):
-        x = conv(x, filters * min(2**i, 8), 2, f"layer{i + 1}", norm)
-    x = conv(x, filters * min(2**n_layers, 8), 1, f"layer{n_layers + 1}", norm)
-    outputs = conv(x, 1, 1, "scores", "none", act=None, dtype="float32")
+        x = conv(x, filters * min(2**i, 8), 2, f"layer{i + 1}", True)
+    x = conv(x, filters * min(2**n_layers, 8), 1, f"layer{n_layers + 1}", True)
+    outputs = conv(x, 1, 1, "scores", False, act=None, dtype="float32")
     return keras.Model(inputs, outputs, name=name)
 
 

@@ -36,10 +36,8 @@ def auto_policy() -> str:
 
 
 def resolve_policy(precision: str) -> str:
-    """Map a config value (``off``, ``auto`` or a policy name) to a Keras policy name."""
-    check_choice("precision", precision, ("off", "auto") + POLICIES)
-    if precision == "off":
-        return "float32"
+    """Map a config value (``auto`` or a policy name) to a Keras policy name."""
+    check_choice("precision", precision, ("auto",) + POLICIES)
     if precision == "auto":
         return auto_policy()
     return precision

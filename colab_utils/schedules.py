@@ -13,33 +13,22 @@ class LinearDecay(keras.optimizers.schedules.LearningRateSchedule):
     This is CycleGAN's schedule (100 epochs at 2e-4, then 100 decaying to 0)
     expressed in optimizer steps, so the position in the schedule is the
     optimizer's iteration count and is restored with the optimizer.
-
-    ``warmup_steps`` > 0 (not in the paper) ramps the rate linearly up over the
-    first steps: step ``k`` (from 0) uses ``(k + 1) / warmup_steps`` of it.
     """
 
-    def __init__(self, initial_learning_rate: float, constant_steps: int, decay_steps: int,
-                 warmup_steps: int = 0):
-        if (initial_learning_rate <= 0 or constant_steps < 0 or decay_steps < 0
-                or warmup_steps < 0):
+    def __init__(self, initial_learning_rate: float, constant_steps: int, decay_steps: int):
+        if initial_learning_rate <= 0 or constant_steps < 0 or decay_steps < 0:
             raise ValueError("expected initial_learning_rate > 0 and non-negative step counts, "
-                             f"got {initial_learning_rate}, {constant_steps}, {decay_steps}, "
-                             f"{warmup_steps}")
+                             f"got {initial_learning_rate}, {constant_steps}, {decay_steps}")
         self.initial_learning_rate = float(initial_learning_rate)
         self.constant_steps = int(constant_steps)
         self.decay_steps = int(decay_steps)
-        self.warmup_steps = int(warmup_steps)
 
     def __call__(self, step):
         step = ops.cast(step, "float32")
         past = ops.maximum(step - self.constant_steps, 0.0)
         fraction = ops.minimum(past / max(self.decay_steps, 1), 1.0)
-        rate = self.initial_learning_rate * (1.0 - fraction)
-        if self.warmup_steps:
-            rate = rate * ops.minimum((step + 1.0) / self.warmup_steps, 1.0)
-        return rate
+        return self.initial_learning_rate * (1.0 - fraction)
 
     def get_config(self):
         return {"initial_learning_rate": self.initial_learning_rate,
-                "constant_steps": self.constant_steps, "decay_steps": self.decay_steps,
-                "warmup_steps": self.warmup_steps}
+                "constant_steps": self.constant_steps, "decay_steps": self.decay_steps}

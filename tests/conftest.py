@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 # The slowest files first: pytest-xdist (see pyproject.toml) sends whole files to its
 # workers in this order (with --no-loadscope-reorder), so the long ones do not come last.
 SLOWEST_FIRST = ("test_training.py", "test_notebooks.py", "test_distribute.py", "test_cli.py",
-                 "test_preprocess.py", "test_registration.py", "test_baselines.py", "test_cyclegan.py")
+                 "test_preprocess.py", "test_registration.py", "test_methods.py", "test_cyclegan.py")
 
 
 def pytest_collection_modifyitems(items):
@@ -85,9 +85,9 @@ def store(phantom_dir, tmp_path_factory):
 
 
 def _store_config():
-    from colab_utils.data.preprocess import PreprocessConfig
+    from colab_utils.config import DataConfig
 
-    return PreprocessConfig(val_fraction=0.25, test_fraction=0.25)
+    return DataConfig(val_fraction=0.25, test_fraction=0.25)
 
 
 STORE_CONFIG = _store_config()

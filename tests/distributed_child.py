@@ -25,12 +25,12 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from colab_utils.checkpoints import CheckpointManager  # noqa: E402
-from colab_utils.config import TrainConfig  # noqa: E402
 from colab_utils.cyclegan import ImagePool  # noqa: E402
 from colab_utils.data.toy import write_toy_dataset  # noqa: E402
 from colab_utils.distribute import resolve_strategy  # noqa: E402
 from colab_utils.precision import apply_gradients  # noqa: E402
 from colab_utils.training import train  # noqa: E402
+from colab_utils.presets import smoke_config
 
 
 def norm(arrays: dict, keys) -> float:
@@ -100,7 +100,7 @@ def main(out: Path) -> None:
     data = write_toy_dataset(out / "toy", n_train=16, n_val=4, n_test=4, size=32, seed=3)
 
     def config(strategy):
-        return TrainConfig.smoke(batch_size=4, max_steps_per_epoch=2, deterministic=True,
+        return smoke_config(batch_size=4, steps_per_epoch=2, deterministic=True,
                                  grid_slices=1, checkpoint_every_steps=1, keep_checkpoints=5,
                                  tensorboard=False, verbose=0, strategy=strategy)
 

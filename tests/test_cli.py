@@ -45,7 +45,7 @@ def test_phantom_preprocess_train_end_to_end(tmp_path, phantom_dir, store):
     assert out.returncode == 0, out.stderr[-2000:]
     assert (tmp_path / "nifti" / "phantom-001-T2.nii.gz").is_file()
     # preprocess with the command's defaults on the shared phantom, into a copy of the
-    # shared store made with PreprocessConfig(): same settings, so all 4 are kept.
+    # shared store made with DataConfig(): same settings, so all 4 are kept.
     shutil.copytree(store, tmp_path / "store")
     out = _run("preprocess", "--input", phantom_dir, "--out", tmp_path / "store",
                "--val-fraction", 0.25, "--test-fraction", 0.25)
@@ -54,7 +54,7 @@ def test_phantom_preprocess_train_end_to_end(tmp_path, phantom_dir, store):
     assert (tmp_path / "store" / "index.csv").is_file()
     out = _run("train", "--data", tmp_path / "store", "--run-dir", tmp_path / "run",
                "--preset", "smoke", "--image-size", 32, "--jitter-size", 36,
-               "--max-steps-per-epoch", 2, "--batch-size", 1)
+               "--steps-per-epoch", 2, "--batch-size", 1)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "averaged down to 32×32" in out.stdout
     assert f"outputs written to {tmp_path / 'run'}" in out.stdout

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from colab_utils.config import TrainConfig
 from colab_utils.distribute import (auto_strategy_name, check_global_batch, resolve_strategy,
                                     tf_config_tasks)
+from colab_utils.presets import smoke_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +31,7 @@ def test_bad_names_and_settings_are_clear_errors():
     with pytest.raises(ValueError, match=r"strategy.*'mirorred'.*mirrored"):
         resolve_strategy("mirorred")
     with pytest.raises(ValueError, match="strategy"):
-        TrainConfig.smoke(strategy="gpus")
+        smoke_config(strategy="gpus")
 
     class TwoReplicas:
         num_replicas_in_sync = 2
@@ -42,7 +42,7 @@ def test_bad_names_and_settings_are_clear_errors():
 
 
 def test_strategy_is_a_resumable_setting():
-    a, b = TrainConfig.smoke(strategy="default"), TrainConfig.smoke(strategy="mirrored")
+    a, b = smoke_config(strategy="default"), smoke_config(strategy="mirrored")
     from colab_utils.config import RESUMABLE_CHANGES
 
     assert set(a.differences(b)) == {"strategy"} <= RESUMABLE_CHANGES

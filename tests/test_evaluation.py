@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from colab_utils.compare import compare
-from colab_utils.config import TrainConfig
 from colab_utils.evaluation import (COLUMNS, HIGHER_IS_BETTER, evaluate, is_current,
                                     per_subject_means, read_csv, score_predictions, write_csv)
 from colab_utils.training import train
+from colab_utils.presets import smoke_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,7 +48,7 @@ def two_runs(tmp_path_factory):
     data = write_toy_dataset(root / "toy", n_train=16, n_val=4, n_test=6, size=32, seed=5)
     runs = {}
     for model in ("simple", "supervised"):
-        config = TrainConfig.smoke(model=model, max_steps_per_epoch=4, tensorboard=False,
+        config = smoke_config(model=model, steps_per_epoch=4, tensorboard=False,
                                    grid_slices=0)
         train(config, root / model, data, show_inline=False)
         runs[model] = root / model
@@ -109,7 +109,7 @@ def _fake_run(root: Path, model: str, offset: float, rng) -> Path:
     """A run directory with only a config and metric tables (a method 'offset' worse)."""
     run = root / model
     (run / "metrics" / "test").mkdir(parents=True)
-    TrainConfig.smoke(model=model).save(run / "config.json")
+    smoke_config(model=model).save(run / "config.json")
     rows = []
     for direction in ("t1_to_t2", "t2_to_t1"):
         for s in range(6):
@@ -143,7 +143,7 @@ def test_compare_finds_a_consistently_worse_method(tmp_path):
 def test_compare_without_metrics_or_data_is_a_clear_error(tmp_path):
     run = tmp_path / "r"
     run.mkdir()
-    TrainConfig.smoke().save(run / "config.json")
+    smoke_config().save(run / "config.json")
     with pytest.raises(FileNotFoundError, match="has no 'test' evaluation"):
         compare([run, run], tmp_path / "o")
 
@@ -151,17 +151,17 @@ def test_compare_without_metrics_or_data_is_a_clear_error(tmp_path):
 def test_evaluate_in_another_precision_than_trained(two_runs, tmp_path):
     data, runs = two_runs
     rows = {}
-    for precision in ("off", "mixed_bfloat16"):
+    for precision in ("float32", "mixed_bfloat16"):
         result = evaluate(runs["supervised"], data, out=tmp_path / precision, examples=0,
                           precision=precision)
         record = json.loads((result.directory / "evaluation.json").read_text())
-        assert record["policy"] == ("float32" if precision == "off" else precision)
+        assert record["policy"] == precision
         rows[precision] = [r for r in result.per_slice if r["direction"] == "t1_to_t2"]
-    for full, low in zip(rows["off"], rows["mixed_bfloat16"]):
+    for full, low in zip(rows["float32"], rows["mixed_bfloat16"]):
         assert abs(full["mae_masked"] - low["mae_masked"]) < 0.01
         assert abs(full["ssim_masked"] - low["ssim_masked"]) < 0.03
     assert any(full["mae_masked"] != low["mae_masked"]
-               for full, low in zip(rows["off"], rows["mixed_bfloat16"]))
+               for full, low in zip(rows["float32"], rows["mixed_bfloat16"]))
 
 
 def test_an_evaluation_is_current_only_for_the_same_step_store_split_and_policy(two_runs,
@@ -199,3 +199,32 @@ def test_cli_evaluate_and_compare(two_runs, tmp_path):
     out = subprocess.run([sys.executable, "-m", "colab_utils", "compare", str(runs["simple"]),
                           "--out", str(tmp_path / "c")], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 2 and "at least two runs" in out.stderr
+
+
+def test_a_run_is_never_scored_on_subjects_it_trained_on(store, tmp_path):
+    import shutil
+
+    from colab_utils.config import DataConfig
+    from colab_utils.data.preprocess import preprocess
+
+    run = tmp_path / "simple"
+    train(smoke_config(model="simple"), run, store, show_inline=False)
+    assert json.loads((run / "data.json").read_text())["subjects"]["train"] == [
+        "phantom-001", "phantom-003"]
+    evaluate(run, store, split="test", examples=0)  # phantom-004: never seen
+    # The store split again (a split file): a training subject is now a test subject.
+    resplit = shutil.copytree(store, tmp_path / "resplit")
+    split_file = tmp_path / "split.csv"
+    split_file.write_text("subject,split\nphantom-001,test\nphantom-002,val\n"
+                          "phantom-003,train\nphantom-004,train\n")
+    pairs = {p.stem: (None, None) for p in (resplit / "subjects").glob("*.npz")}
+    preprocess(pairs, resplit, DataConfig(split_file=str(split_file)), log=lambda *_: None)
+    with pytest.raises(ValueError, match=r"the run trained on 1 of the test subjects "
+                                         r"\(phantom-001\)"):
+        evaluate(run, resplit, split="test", examples=0)
+    assert not (run / "metrics" / "test" / "evaluation.json").read_text().count("resplit")
+    out = subprocess.run([sys.executable, "-m", "colab_utils", "evaluate", "--run", str(run),
+                          "--data", str(resplit)], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 2 and "phantom-001" in out.stderr
+    # The old evaluation is no longer current for the re-split store.
+    assert not is_current(run, resplit)

@@ -20,9 +20,8 @@ def test_resnet9_parameter_count_matches_reference():
     assert g1.count_params() == REFERENCE_RESNET9_PARAMS - 2 * (7 * 7 * 64 * 2) - 2
 
 
-@pytest.mark.parametrize("upsampling", ["transpose", "resize_conv"])
-def test_resnet_generator_shape_and_tanh_range(upsampling):
-    g = resnet_generator(image_size=32, filters=8, n_blocks=2, upsampling=upsampling)
+def test_resnet_generator_shape_and_tanh_range():
+    g = resnet_generator(image_size=32, filters=8, n_blocks=2)
     x = np.random.default_rng(0).normal(0, 50, (3, 32, 32, 1)).astype("float32")
     y = g(x).numpy()
     assert y.shape == (3, 32, 32, 1)
@@ -110,14 +109,16 @@ def test_patchgan_70x70_gives_30x30_scores_at_256():
     assert patchgan_discriminator(image_size=32, n_layers=2, filters=8).output_shape == (None, 6, 6, 1)
 
 
-def test_patchgan_receptive_field_is_what_the_network_sees():
-    d = patchgan_discriminator(image_size=None, filters=4, n_layers=1, norm="none")
-    x = np.zeros((1, 64, 64, 1), "float32")
-    base = d(x).numpy()[0, :, :, 0]
-    x[0, 20, 20, 0] = 1.0
-    changed = np.argwhere(np.abs(d(x).numpy()[0, :, :, 0] - base) > 0)
-    # Score rows that see pixel 20: receptive field (16 px) / output stride (2**n_layers).
-    assert changed[:, 0].max() - changed[:, 0].min() + 1 == 16 // 2
+@pytest.mark.parametrize("n_layers", [1, 2, 3])
+def test_patchgan_receptive_field_is_what_its_convolutions_see(n_layers):
+    # Walk the built network's convolutions back from one score (instance normalisation
+    # mixes in image-wide statistics, but no pixel values from further away).
+    d = patchgan_discriminator(image_size=None, filters=4, n_layers=n_layers)
+    convs = [layer for layer in d.layers if isinstance(layer, keras.layers.Conv2D)]
+    field = 1
+    for layer in reversed(convs):
+        field = (field - 1) * layer.strides[0] + layer.kernel_size[0]
+    assert len(convs) == n_layers + 2 and field == receptive_field(n_layers)
 
 
 def test_unet_generator_shapes():
@@ -128,9 +129,7 @@ def test_unet_generator_shapes():
 
 
 @pytest.mark.parametrize("builder,kwargs,message", [
-    (resnet_generator, {"norm": "layer"}, "'instance', 'batch', 'none'"),
-    (resnet_generator, {"upsampling": "pixelshuffle"}, "'transpose', 'resize_conv'"),
-    (patchgan_discriminator, {"norm": "weird"}, "expected one of"),
+    (resnet_generator, {"n_blocks": -1}, "n_blocks"),
     (unet_generator, {"image_size": 48, "n_downsamplings": 5}, "multiple of"),
     (resnet_generator, {"image_size": 30}, "multiple of 4"),
     (patchgan_discriminator, {"n_layers": 0}, "n_layers"),

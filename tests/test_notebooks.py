@@ -1,7 +1,8 @@
 """The notebook suite: structure (badges, parameters, no outputs, thin cells) and execution.
 
-The execution test runs all four notebooks top to bottom in a real Jupyter
-kernel (papermill) with smoke parameters on the phantom, in one shared work
+The notebooks are the source (edited in Jupyter or Colab; tools/notebooks.py strips
+outputs and sets the repository). The execution test runs all four top to bottom in a
+real Jupyter kernel (papermill) with the smoke preset on the phantom, in one shared work
 folder, and checks what they produced.
 """
 
@@ -13,11 +14,14 @@ from pathlib import Path
 import pytest
 
 from colab_utils.colab import REPOSITORY, colab_url
+from colab_utils.config import all_setting_names
 from colab_utils.evaluation import read_csv
-from colab_utils.notebooks import NOTEBOOKS, render
 
 ROOT = Path(__file__).resolve().parents[1]
-NAMES = list(NOTEBOOKS)
+NAMES = ["01_download_and_register", "02_train_cyclegan", "03_evaluate", "04_compare_methods"]
+# Fields of the settings cell that are no setting of the tree (the preset's name, and
+# where the notebook keeps its files).
+NOTEBOOK_ONLY = {"PRESET", "WORKDIR", "USE_DRIVE"}
 # Standard-library modules the install cell may use before colab_utils exists.
 BOOTSTRAP_MODULES = {"importlib", "importlib.util", "subprocess", "sys"}
 
@@ -31,14 +35,7 @@ def code_cells(nb):
 
 
 def test_the_four_notebooks_exist_in_order():
-    assert sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb")) == NAMES == [
-        "01_download_and_register", "02_train_cyclegan", "03_evaluate", "04_compare_methods"]
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_committed_notebook_matches_its_definition(name):
-    # Regenerate with `python -m colab_utils notebooks` after editing colab_utils/notebooks.py.
-    assert (ROOT / "notebooks" / f"{name}.ipynb").read_text() == render(name)
+    assert sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb")) == NAMES
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -49,6 +46,8 @@ def test_badge_points_to_its_own_path(name):
     assert f"github/{REPOSITORY}/blob/main/notebooks/{name}.ipynb" in url
     readme = (ROOT / "README.md").read_text()
     assert url in readme, f"README lacks the badge of {name}"
+    install = "".join(code_cells(load(name))[0]["source"])
+    assert f"git+https://github.com/{REPOSITORY}@main" in install
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -67,10 +66,24 @@ def _parameters(nb):
     return [t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets]
 
 
-def test_every_notebook_uses_the_same_parameter_names():
-    names = [_parameters(load(n)) for n in NAMES]
-    assert all(n == names[0] for n in names)
-    assert {"DATA_SOURCE", "USE_DRIVE", "WORKDIR", "PRESET", "IMAGE_SIZE"} <= set(names[0])
+def _settings_cell(nb):
+    return "".join(next(c for c in nb["cells"]
+                        if "parameters" in c["metadata"].get("tags", []))["source"])
+
+
+def test_every_notebook_has_the_same_settings_cell_and_each_field_is_a_setting():
+    cells = [_settings_cell(load(n)) for n in NAMES]
+    assert all(cell == cells[0] for cell in cells)
+    names = _parameters(load(NAMES[0]))
+    assert {"SOURCE", "USE_DRIVE", "WORKDIR", "PRESET", "IMAGE_SIZE"} <= set(names)
+    settings = set(all_setting_names())
+    for name in set(names) - NOTEBOOK_ONLY:
+        assert name.lower() in settings, f"{name} is no setting's name in capitals"
+    # Every field reaches the settings: the workspace cell passes each one by name.
+    for notebook in NAMES:
+        source = "\n".join("".join(c["source"]) for c in code_cells(load(notebook)))
+        for name in set(names) - NOTEBOOK_ONLY:
+            assert f"{name}={name}" in source, f"{notebook}: {name} is not used"
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -95,11 +108,11 @@ def test_cells_import_only_colab_utils_for_logic(name):
 
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
-    """All four notebooks run in order by papermill with smoke parameters."""
+    """All four notebooks run in order by papermill with the smoke preset."""
     import papermill
     work = tmp_path_factory.mktemp("notebooks")
-    parameters = dict(DATA_SOURCE="phantom", SUBJECTS=3, WORKDIR=str(work / "workdir"),
-                      USE_DRIVE=False, PRESET="demo", IMAGE_SIZE=32, EPOCHS=1,
+    parameters = dict(PRESET="smoke", SOURCE="phantom", SUBJECTS=3,
+                      WORKDIR=str(work / "workdir"), USE_DRIVE=False, EPOCHS=1,
                       EPOCHS_DECAY=1, STEPS_PER_EPOCH=2, METHODS="simple,cyclegan")
     outputs = {}
     for name in NAMES:
@@ -117,7 +130,7 @@ def _images(nb):
 
 def test_notebooks_run_top_to_bottom_and_produce_their_results(executed):
     workdir, outputs = executed
-    store = workdir / "data" / "phantom_store"
+    store = workdir / "data" / "phantom-head_store"
     assert (store / "index.csv").is_file() and len(list((store / "qc").glob("*.png"))) == 3
     assert _images(outputs["01_download_and_register"]) >= 1
     # 02: a grid per epoch on disk and inline, then the loss curves.
@@ -126,28 +139,36 @@ def test_notebooks_run_top_to_bottom_and_produce_their_results(executed):
     assert grids == ["epoch_001.png", "epoch_002.png"]
     assert _images(outputs["02_train_cyclegan"]) >= 3
     assert (run / "export" / "gen_t1_to_t2.keras").is_file()
-    # 03: metrics of both directions, on the test subject.
-    rows = read_csv(run / "metrics" / "test" / "per_slice.csv")
-    assert {r["direction"] for r in rows} == {"t1_to_t2", "t2_to_t1"}
-    assert all(0 <= r["mae_masked"] <= 1 for r in rows)
+    # 03: metrics of both directions, on the validation subject, then the test subject.
+    for split in ("val", "test"):
+        rows = read_csv(run / "metrics" / split / "per_slice.csv")
+        assert {r["direction"] for r in rows} == {"t1_to_t2", "t2_to_t1"}
+        assert all(0 <= r["mae_masked"] <= 1 for r in rows)
     assert _images(outputs["03_evaluate"]) == 2
     # 04: the comparison of every method, reusing notebook 02's CycleGAN run.
     table = read_csv(workdir / "runs" / "comparison" / "table.csv")
     assert {r["method"] for r in table} == {"simple", "cyclegan"}
     assert (workdir / "runs" / "comparison" / "tests.csv").is_file()
     assert _images(outputs["04_compare_methods"]) >= 4
-    # Notebook 04 found notebook 03's evaluation of the same CycleGAN state and kept it.
-    assert "cyclegan: already evaluated" in json.dumps(outputs["04_compare_methods"])
+    # Notebook 04 found notebook 03's evaluations of the same CycleGAN state and kept them.
+    assert "cyclegan: already evaluated on test" in json.dumps(outputs["04_compare_methods"])
+    assert "cyclegan: already evaluated on val" in json.dumps(outputs["04_compare_methods"])
     # 04 runs the pipeline: it trained and evaluated only what was missing, timed each
     # step, and the report holds every method and the timings.
     record = json.loads((workdir / "runs" / "pipeline.json").read_text())
     steps = [s["step"] for s in record["steps"]]
-    assert "evaluate simple" in steps and "evaluate cyclegan" not in steps
-    assert steps[-1] == "compare" and all(s["seconds"] >= 0 for s in record["steps"])
-    assert record["settings"]["image_size"] == 32
+    assert "evaluate simple (test)" in steps and "evaluate cyclegan (test)" not in steps
+    assert steps[-1] == "compare (test)" and all(s["seconds"] >= 0 for s in record["steps"])
+    assert record["settings"]["train"]["image_size"] == 32
     report = (workdir / "runs" / "comparison" / "report.md").read_text()
     assert "| simple |" in report and "| cyclegan |" in report
     assert "How long each step took" in report
+    # Honest statistics: subjects are the unit, n is said, and what n cannot show.
+    assert "mean ± std over n = 1 subjects' means" in report
+    assert "no difference can reach p < 0.05 here" in report
+    assert "Slices of one subject are not independent" in report
+    assert "chosen on the validation subjects" in report
+    assert (workdir / "runs" / "comparison_val" / "table.csv").is_file()
     # A method far below Simple is flagged in the record and the report.
     assert all(w in report for w in record["warnings"])
     assert ("## Warnings" in report) == bool(record["warnings"])
@@ -157,24 +178,44 @@ def test_notebooks_run_top_to_bottom_and_produce_their_results(executed):
 
     policy = auto_policy()
     assert record["machine"]["policies"] == {"simple": "float32", "cyclegan": policy}
+    # The run records the subjects it trained on: the store's train split.
+    splits = json.loads((store / "preprocess.json").read_text())["splits"]
+    assert json.loads((run / "data.json").read_text())["subjects"]["train"] == splits["train"]
     assert f"Dtype policy of each run: simple float32, cyclegan {policy}." in report
 
 
-def test_a_fork_slug_reaches_badges_install_cell_and_readme(tmp_path):
-    from colab_utils.notebooks import update_readme_badges, write_notebooks
+def test_a_fork_slug_reaches_badges_install_cells_readme_and_colab_py(tmp_path):
+    import shutil
+    import subprocess
+    import sys
 
-    paths = write_notebooks(tmp_path, repository="someone/my-fork")
-    text = paths[1].read_text()
+    copy = tmp_path / "repo"
+    for part in ("notebooks", "colab_utils", "tools"):
+        shutil.copytree(ROOT / part, copy / part)
+    shutil.copy(ROOT / "README.md", copy / "README.md")
+    result = subprocess.run([sys.executable, str(copy / "tools" / "notebooks.py"), "--repo",
+                             "someone/my-fork"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    text = (copy / "notebooks" / "02_train_cyclegan.ipynb").read_text()
     assert "github/someone/my-fork/blob/main/notebooks/02_train_cyclegan.ipynb" in text
     assert "git+https://github.com/someone/my-fork@main" in text
-    assert REPOSITORY not in text
-    readme = tmp_path / "README.md"
-    readme.write_text((ROOT / "README.md").read_text())
-    update_readme_badges(readme, "someone/my-fork")
-    assert REPOSITORY not in readme.read_text()
-    assert colab_url("notebooks/03_evaluate.ipynb", "someone/my-fork") in readme.read_text()
-    with pytest.raises(ValueError, match="OWNER/NAME"):
-        write_notebooks(tmp_path, repository="not a slug")
+    for path in [*(copy / "notebooks").glob("*.ipynb"), copy / "README.md",
+                 copy / "colab_utils" / "colab.py"]:
+        assert REPOSITORY not in path.read_text(), path
+    assert 'REPOSITORY = "someone/my-fork"' in (copy / "colab_utils" / "colab.py").read_text()
+    bad = subprocess.run([sys.executable, str(copy / "tools" / "notebooks.py"), "--repo",
+                          "not a slug"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "OWNER/NAME" in bad.stderr
+
+
+def test_notebook_form_fields_are_settings(capsys):
+    from colab_utils import colab
+
+    assert colab.form_settings(SOURCE="", SUBJECTS=None, IMAGE_SIZE=64,
+                               METHODS="simple,cyclegan") == {
+        "image_size": 64, "methods": "simple,cyclegan"}
+    with pytest.raises(ValueError, match="IMAGESIZE: expected a setting's name in capitals"):
+        colab.form_settings(IMAGESIZE=64)
 
 
 def test_workspace_and_hardware_outside_colab(tmp_path, monkeypatch, capsys):

@@ -102,7 +102,7 @@ def test_unreadable_or_flat_input_is_a_clear_error(tmp_path):
 
 
 def test_cli_synthesize_with_the_simple_baseline(phantom, tmp_path):
-    from colab_utils.baselines import SimpleBaseline
+    from colab_utils.simple import SimpleBaseline
 
     # Uniform target quantiles: the output is the rank of the inverted input.
     levels = np.linspace(0, 1, 101)

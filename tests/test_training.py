@@ -12,8 +12,10 @@ import pytest
 from colab_utils.checkpoints import CheckpointManager, CheckpointWarning
 from colab_utils.config import TrainConfig
 from colab_utils.data.toy import toy_slices
-from colab_utils.training import load_generator, train
+from colab_utils.inference import load_generator
+from colab_utils.training import train
 from colab_utils.viz import read_history, translate
+from colab_utils.presets import smoke_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,7 +36,7 @@ def _final_state(run_dir):
 
 def test_run_directory_has_every_output(tmp_path, toy_data):
     run = tmp_path / "run"
-    config = TrainConfig.smoke(max_steps_per_epoch=3, grid_slices=2, checkpoint_every_steps=2,
+    config = smoke_config(steps_per_epoch=3, grid_slices=2, checkpoint_every_steps=2,
                                keep_checkpoints=3)
     result = train(config, run, toy_data, show_inline=False)
     assert result.global_step == result.total_steps == 6
@@ -63,7 +65,7 @@ def test_run_directory_has_every_output(tmp_path, toy_data):
     assert (run / "checkpoints" / "ckpt-000000006.npz").stat().st_mtime_ns == before
     # Other settings in the same run directory are refused, naming what changed.
     with pytest.raises(ValueError, match=r"config.json: .*lambda_cycle: 10.0 -> 3.0"):
-        train(TrainConfig.smoke(max_steps_per_epoch=3, lambda_cycle=3.0), run, toy_data)
+        train(smoke_config(steps_per_epoch=3, lambda_cycle=3.0), run, toy_data)
 
 
 def _kill_after_checkpoint(args, checkpoints: Path, step: int, delay: float) -> int:
@@ -85,7 +87,7 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted_run(tmp_path
     """8 steps in one process == two runs SIGKILLed at random moments (a checkpoint is
     written after every step, so kills land in and between writes) and a final
     restart. Every committed checkpoint verifies at every point."""
-    common = ["--data", toy_data, "--preset", "smoke", "--max-steps-per-epoch", 4,
+    common = ["--data", toy_data, "--preset", "smoke", "--steps-per-epoch", 4,
               "--deterministic", "true", "--grid-slices", 1, "--validate", "false",
               "--checkpoint-every-steps", 1, "--keep-checkpoints", 2, "--tensorboard", "false"]
     _cli("train", "--run-dir", tmp_path / "straight", *common)
@@ -114,7 +116,7 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted_run(tmp_path
 
 
 def test_validates_every_nth_epoch_and_after_the_last(tmp_path, toy_data):
-    config = TrainConfig.smoke(max_steps_per_epoch=1, epochs=3, epochs_decay=2,
+    config = smoke_config(steps_per_epoch=1, epochs=3, epochs_decay=2,
                                validate_every=2, grid_slices=1, tensorboard=False)
     train(config, tmp_path / "run", toy_data, show_inline=False)
     history = read_history(tmp_path / "run" / "history.csv")
@@ -129,13 +131,13 @@ def test_validates_every_nth_epoch_and_after_the_last(tmp_path, toy_data):
 
 def test_corrupt_latest_checkpoint_resumes_from_previous(tmp_path, toy_data):
     run = tmp_path / "run"
-    config = TrainConfig.smoke(max_steps_per_epoch=2, validate=False, grid_slices=0)
+    config = smoke_config(steps_per_epoch=2, validate=False, grid_slices=0)
     train(config, run, toy_data, show_inline=False)
     latest = run / "checkpoints" / "ckpt-000000004.npz"
     data = bytearray(latest.read_bytes())
     data[-200] ^= 0xFF
     latest.write_bytes(bytes(data))
-    longer = TrainConfig.smoke(max_steps_per_epoch=2, validate=False, grid_slices=0, epochs=2)
+    longer = smoke_config(steps_per_epoch=2, validate=False, grid_slices=0, epochs=2)
     with pytest.warns(CheckpointWarning, match="SHA-256 mismatch"):
         result = train(longer, run, toy_data, show_inline=False)
     assert result.resumed_from == 2 and result.global_step == 6
@@ -143,11 +145,11 @@ def test_corrupt_latest_checkpoint_resumes_from_previous(tmp_path, toy_data):
 
 def test_wrong_slice_size_is_a_clear_error(tmp_path, toy_data):
     with pytest.raises(ValueError, match=r"train.npz: expected 64×64 slices .* got 32×32"):
-        train(TrainConfig.smoke(image_size=64, jitter_size=72), tmp_path / "run", toy_data)
+        train(smoke_config(image_size=64, jitter_size=72), tmp_path / "run", toy_data)
 
 
 def test_mixed_bfloat16_training_runs_with_float32_outputs(tmp_path, toy_data):
-    result = train(TrainConfig.smoke(precision="mixed_bfloat16", max_steps_per_epoch=2,
+    result = train(smoke_config(precision="mixed_bfloat16", steps_per_epoch=2,
                                      validate=False, grid_slices=1), tmp_path / "run", toy_data,
                    show_inline=False)
     assert result.policy == "mixed_bfloat16"
@@ -161,11 +163,11 @@ def test_mixed_bfloat16_training_runs_with_float32_outputs(tmp_path, toy_data):
 def test_mixed_float16_uses_loss_scaling(toy_data):
     import keras
 
-    from colab_utils.training import build_cyclegan
+    from colab_utils.factory import build_model
 
     import tensorflow as tf
 
-    model = build_cyclegan(TrainConfig.smoke(precision="mixed_float16"), 4, "mixed_float16")
+    model = build_model(smoke_config(precision="mixed_float16"), 4, "mixed_float16")
     assert isinstance(model.gen_optimizer, keras.optimizers.LossScaleOptimizer)
     assert isinstance(model.disc_optimizer, keras.optimizers.LossScaleOptimizer)
     assert model.gen_t1_to_t2.get_layer("stem_conv").compute_dtype == "float16"
@@ -193,7 +195,7 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_p
                 w.assign(np.full(w.shape, np.nan, w.dtype))
 
     run = tmp_path / "run"
-    config = TrainConfig.smoke(max_steps_per_epoch=5, checkpoint_every_steps=2, grid_slices=0,
+    config = smoke_config(steps_per_epoch=5, checkpoint_every_steps=2, grid_slices=0,
                                tensorboard=False)
     with pytest.raises(RuntimeError, match=r"step 4: .*nan.*newest checkpoint is step 2"
                        r".*smaller --lr \(now 0.0002\)"):
@@ -205,7 +207,7 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_p
     assert not (run / "history.csv").exists() or "nan" not in (run / "history.csv").read_text()
     # Roll back and continue at a lower learning rate: the same run directory, a smaller
     # lr. It resumes from step 2 and finishes with finite losses at the new rate.
-    lower = TrainConfig.smoke(max_steps_per_epoch=5, checkpoint_every_steps=2, grid_slices=0,
+    lower = smoke_config(steps_per_epoch=5, checkpoint_every_steps=2, grid_slices=0,
                               tensorboard=False, lr=5e-5)
     result = train(lower, run, toy_data, show_inline=False)
     assert result.resumed_from == 2 and result.global_step == 10
@@ -265,7 +267,7 @@ def test_loss_curves_redrawn_at_most_every_redraw_seconds_and_when_training_ends
     assert (tmp_path / "curves.png").stat().st_size > 1000
 
 
-def test_learning_rate_schedule_warmup_constant_then_linear_decay():
+def test_learning_rate_schedule_constant_then_linear_decay():
     import keras
 
     from colab_utils.schedules import LinearDecay
@@ -274,14 +276,10 @@ def test_learning_rate_schedule_warmup_constant_then_linear_decay():
         return [float(schedule(step)) for step in range(steps)]
 
     # The paper's: constant for 4 steps, then to zero over 4.
-    np.testing.assert_allclose(rates(LinearDecay(1.0, 4, 4)),
-                               [1, 1, 1, 1, 1, 0.75, 0.5, 0.25, 0], atol=1e-7)
-    # With a 3-step warm-up: (k + 1) / 3 of the rate for the first steps.
-    warm = LinearDecay(1.0, 4, 4, warmup_steps=3)
-    np.testing.assert_allclose(rates(warm), [1 / 3, 2 / 3, 1, 1, 1, 0.75, 0.5, 0.25, 0],
-                               atol=1e-6)
-    # Saved with a model's optimizer: the warm-up survives the round trip.
-    again = keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(warm))
-    assert rates(again) == rates(warm)
+    schedule = LinearDecay(1.0, 4, 4)
+    np.testing.assert_allclose(rates(schedule), [1, 1, 1, 1, 1, 0.75, 0.5, 0.25, 0], atol=1e-7)
+    # Saved with a model's optimizer: the schedule survives the round trip.
+    again = keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(schedule))
+    assert rates(again) == rates(schedule)
     with pytest.raises(ValueError, match="non-negative step counts"):
-        LinearDecay(1.0, 4, 4, warmup_steps=-1)
+        LinearDecay(1.0, -4, 4)

@@ -408,8 +408,9 @@ def download_gdrive(file_id_or_url: str, dest, *, checksum=None, folder: bool = 
 # --- members of a remote tar ---------------------------------------------------------------
 
 def _stream_once(url: str, dest_dir: Path, select, limit, found: dict, timeout: float,
-                 bar) -> None:
-    """One pass over the remote tar, adding matches to ``found`` (name -> path)."""
+                 bar, stop=None) -> None:
+    """One pass over the remote tar, adding matches to ``found`` (name -> path), until
+    ``limit`` matches or until ``stop(name)`` says the rest cannot match."""
     with _open(url, timeout) as response:
         try:
             tar = tarfile.open(fileobj=response, mode="r|*")
@@ -419,6 +420,8 @@ def _stream_once(url: str, dest_dir: Path, select, limit, found: dict, timeout: 
         try:
             with tar:
                 for member in tar:
+                    if stop is not None and stop(member.name):
+                        return  # past what is wanted: the rest is never read
                     if not select(member.name) or member.name in found:
                         continue
                     target = check_tar_member(member, dest_dir, url)
@@ -436,7 +439,7 @@ def _stream_once(url: str, dest_dir: Path, select, limit, found: dict, timeout: 
 
 
 def stream_tar_members(url: str, dest_dir, *, select, limit: int | None = None,
-                       retries: int = 5, backoff: float = 1.0, timeout: float = 60,
+                       stop=None, retries: int = 5, backoff: float = 1.0, timeout: float = 60,
                        progress: bool = True) -> list[Path]:
     """Extract selected members of a remote tar while streaming it, stopping early.
 
@@ -452,6 +455,9 @@ def stream_tar_members(url: str, dest_dir, *, select, limit: int | None = None,
         dest_dir: Directory for the extracted files (member paths kept).
         select: ``select(member_name) -> bool``; which members to extract.
         limit: Stop after this many matching files; ``None`` for all.
+        stop: ``stop(member_name) -> bool``; stop reading when it says True (e.g. the
+            members are past every wanted name), so that a wanted member the
+            archive lacks does not cost the whole archive.
         retries, backoff, timeout: As in :func:`download`.
         progress: Show a tqdm bar counting extracted files.
 
@@ -473,6 +479,6 @@ def stream_tar_members(url: str, dest_dir, *, select, limit: int | None = None,
     with _progress(limit, 0, PurePosixPath(urlsplit(url).path).name, progress,
                    unit="file") as bar:
         _with_retries(url, lambda: _stream_once(url, dest_dir, select, limit, found, timeout,
-                                                bar),
+                                                bar, stop),
                       retries, backoff)
     return list(found.values())

@@ -32,26 +32,23 @@ time.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import json
-import os
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
+from ..config import DataConfig
 from ..fileio import atomic_write_bytes
-from ..validation import check_choice
 from . import axial
 from .nifti import load_volume
 
 STORE_VERSION = 2
 # Settings that change what is computed per subject (the rest only split the store).
-SUBJECT_FIELDS = ("slices", "seed_slice", "slice_range", "min_brain_fraction", "size",
+SUBJECT_FIELDS = ("slices", "seed_slice", "slice_range", "min_brain_fraction", "slice_size",
                   "clip_low", "clip_high")
 QC_COLUMNS = ("subject", "split", "outlier", "qc_reasons", "corr_t1_template", "volume_scale",
               "rim_ratio", "mask_dice", "mask_fallback", "metric_t1_to_template",
@@ -59,58 +56,10 @@ QC_COLUMNS = ("subject", "split", "outlier", "qc_reasons", "corr_t1_template", "
               "seconds", "t1", "t2")
 
 
-@dataclass
-class PreprocessConfig:
-    """Settings of a preprocessing run.
-
-    ``seed_slice`` 120 is the axial slice of the article this project follows;
-    in the MNI152 template grid it lies at z = +48 mm (centrum semiovale).
-    """
-
-    slices: str = "seed"
-    seed_slice: int = 120
-    slice_range: tuple[int, int] = (40, 150)
-    min_brain_fraction: float = 0.25
-    size: int = 256
-    clip_low: float = 0.5
-    clip_high: float = 99.5
-    val_fraction: float = 0.15
-    test_fraction: float = 0.15
-    split_seed: int = 0
-    # CSV of subject,split that fixes the splits (overrides the fractions and seed).
-    split_file: str = ""
-    unpaired: bool = False
-    # Leave the subjects QC flags out of every split.
-    exclude_outliers: bool = False
-    shard_size: int = 512
-
-    def validated(self) -> "PreprocessConfig":
-        check_choice("slices", self.slices, axial.SLICE_MODES)
-        if not 0 <= self.clip_low < self.clip_high <= 100:
-            raise ValueError("clip_low/clip_high: expected 0 <= low < high <= 100, got "
-                             f"{self.clip_low}, {self.clip_high}")
-        if self.val_fraction < 0 or self.test_fraction < 0 or \
-                self.val_fraction + self.test_fraction >= 1:
-            raise ValueError("val_fraction + test_fraction: expected non-negative and < 1, got "
-                             f"{self.val_fraction} + {self.test_fraction}")
-        if self.size < 32 or self.size % 4:
-            raise ValueError(f"size: expected a multiple of 4 >= 32, got {self.size}")
-        lo, hi = self.slice_range
-        if not 0 <= lo < hi:
-            raise ValueError(f"slice_range: expected 0 <= start < stop, got {self.slice_range}")
-        if self.shard_size < 1:
-            raise ValueError(f"shard_size: expected >= 1, got {self.shard_size}")
-        return self
-
-    def to_dict(self) -> dict:
-        values = dataclasses.asdict(self)
-        values["slice_range"] = list(self.slice_range)
-        return values
-
-    def subject_settings(self) -> dict:
-        """The settings a subject's slices depend on."""
-        values = self.to_dict()
-        return {k: values[k] for k in SUBJECT_FIELDS}
+def subject_settings(config: DataConfig) -> dict:
+    """The settings a subject's slices depend on."""
+    values = config.to_dict()
+    return {k: values[k] for k in SUBJECT_FIELDS}
 
 
 def _atomic_savez(path: Path, **arrays) -> None:
@@ -173,7 +122,7 @@ def register_subject(t1_path, t2_path):
     return t1_in_template, t2_in_template, mask, quality
 
 
-def process_subject(subject: str, t1_path, t2_path, store, config: PreprocessConfig) -> dict:
+def process_subject(subject: str, t1_path, t2_path, store, config: DataConfig) -> dict:
     """Register, mask, normalise and slice one subject; write ``subjects/ID.npz`` and its
     QC montage."""
     from .qc import qc_montage
@@ -198,8 +147,9 @@ def process_subject(subject: str, t1_path, t2_path, store, config: PreprocessCon
     record = {"subject": subject, "t1": str(t1_path), "t2": str(t2_path), **quality,
               "n_slices": len(zs), "seconds": round(time.perf_counter() - started, 2)}
     _atomic_savez(store / "subjects" / f"{subject}.npz",
-                  t1=axial.stack(t1, zs, config.size), t2=axial.stack(t2, zs, config.size),
-                  mask=axial.stack(mask, zs, config.size) > 0.5,
+                  t1=axial.stack(t1, zs, config.slice_size),
+                  t2=axial.stack(t2, zs, config.slice_size),
+                  mask=axial.stack(mask, zs, config.slice_size) > 0.5,
                   slices=np.asarray(zs, np.int32), record=json.dumps(record))
     return record
 
@@ -223,15 +173,16 @@ def _subject_done(store: Path, subject: str) -> dict | None:
         return None
 
 
-def preprocess(pairs: dict, store, config: PreprocessConfig | None = None, *,
-               workers: int = 2, log=print) -> Path:
+def preprocess(pairs: dict, store, config: DataConfig | None = None, *,
+               workers: int | None = None, log=print) -> Path:
     """Preprocess subject pairs into a slice store (resumable).
 
     Args:
         pairs: ``{subject_id: (t1_path, t2_path)}`` (e.g. ``find_pairs(...).pairs``).
         store: Output directory.
-        config: Settings (defaults: the article's single slice, 256 px).
-        workers: Worker processes for subjects.
+        config: The data settings (the preprocessing and split ones are used;
+            defaults: the article's single slice, 256 px).
+        workers: Worker processes for subjects (default: ``config.workers``).
         log: Progress output.
 
     Returns:
@@ -241,7 +192,8 @@ def preprocess(pairs: dict, store, config: PreprocessConfig | None = None, *,
         ValueError: Per-subject settings differ from the store's, the split cannot
             be made (naming why), or no subject could be processed.
     """
-    config = config.validated() if config else PreprocessConfig()
+    config = config.validated() if config else DataConfig()
+    workers = workers or config.workers
     store = Path(store)
     (store / "subjects").mkdir(parents=True, exist_ok=True)
     _check_settings(store, config)
@@ -280,7 +232,7 @@ def preprocess(pairs: dict, store, config: PreprocessConfig | None = None, *,
     return store
 
 
-def _check_settings(store: Path, config: PreprocessConfig) -> None:
+def _check_settings(store: Path, config: DataConfig) -> None:
     path = store / "preprocess.json"
     if path.is_file():
         meta = json.loads(path.read_text())
@@ -289,7 +241,7 @@ def _check_settings(store: Path, config: PreprocessConfig) -> None:
                              "colab_utils (no per-subject brain masks, registration of the "
                              "head); preprocess into a new store directory")
         saved = meta.get("config", {})
-        mine = config.subject_settings()
+        mine = subject_settings(config)
         changed = sorted(k for k in mine if saved.get(k) != mine[k])
         if changed:
             raise ValueError(f"{path}: this store was made with other settings ({changed}); "
@@ -300,7 +252,7 @@ def _check_settings(store: Path, config: PreprocessConfig) -> None:
     atomic_write_bytes(path, (json.dumps(meta, indent=2) + "\n").encode())
 
 
-def assemble(store: Path, records: dict, config: PreprocessConfig, failures: dict, *,
+def assemble(store: Path, records: dict, config: DataConfig, failures: dict, *,
              log=print) -> dict[str, str]:
     """Judge QC, split the subjects and write the shards, ``index.csv`` and ``qc.csv``.
 

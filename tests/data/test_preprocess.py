@@ -15,12 +15,13 @@ import pytest
 from colab_utils.data.axial import select_slices, to_slice
 from colab_utils.data.nifti import find_pairs, load_volume
 from colab_utils.data.phantom import DESCRIPTION, write_phantom
-from colab_utils.data.preprocess import PreprocessConfig, _subject_done, preprocess
+from colab_utils.config import DataConfig
+from colab_utils.data.preprocess import _subject_done, preprocess
 from colab_utils.data.slices import load_split
 from colab_utils.data.template import mni_template
 
 # The shared store's settings (tests/conftest.py): 2 train, 1 val, 1 test subjects.
-CONFIG = PreprocessConfig(val_fraction=0.25, test_fraction=0.25)
+CONFIG = DataConfig(val_fraction=0.25, test_fraction=0.25)
 
 
 def _index(store):
@@ -114,9 +115,9 @@ def test_rerun_skips_finished_subjects_and_gives_the_same_store(store, phantom_d
     for key in before:
         np.testing.assert_array_equal(before[key], after[key])
     before_meta = (store / "preprocess.json").read_text()
-    with pytest.raises(ValueError, match=r"preprocess.json: .*other settings \(\['size'\]\)"):
+    with pytest.raises(ValueError, match=r"preprocess.json: .*other settings \(\['slice_size'\]\)"):
         preprocess(find_pairs(phantom_dir).pairs, store,
-                   PreprocessConfig(size=128, val_fraction=0.25, test_fraction=0.25),
+                   DataConfig(slice_size=128, val_fraction=0.25, test_fraction=0.25),
                    log=lambda *_: None)
     assert (store / "preprocess.json").read_text() == before_meta
 
@@ -132,7 +133,7 @@ def test_unpaired_mode_and_a_broken_subject(store, phantom_dir, tmp_path):
     flat = tmp_path / "flat-T1.nii.gz"  # a constant volume: nothing to register
     nib.save(nib.Nifti1Image(np.full((32, 32, 32), 100.0, np.float32), np.eye(4)), str(flat))
     pairs["flat"] = (flat, phantom_dir / "phantom-001-T2.nii.gz")
-    config = PreprocessConfig(unpaired=True, val_fraction=0.25, test_fraction=0.25)
+    config = DataConfig(unpaired=True, val_fraction=0.25, test_fraction=0.25)
     messages = []
     preprocess(pairs, other, config, workers=1, log=messages.append)
     assert any("broken: skipped" in m and "broken-T1.nii.gz" in m for m in messages)
@@ -178,7 +179,7 @@ def test_changing_only_the_split_resplits_without_registering_again(store, tmp_p
     split_file.write_text("subject,split\nphantom-001,test\nphantom-002,train\n"
                           "phantom-003,val\nphantom-004,train\n")
     messages = []
-    preprocess(pairs, copy, PreprocessConfig(val_fraction=0.25, test_fraction=0.25,
+    preprocess(pairs, copy, DataConfig(val_fraction=0.25, test_fraction=0.25,
                                              split_file=str(split_file)),
                log=messages.append)
     assert "4 already done, 0 to do" in messages[0]
@@ -230,8 +231,9 @@ def test_sigkill_midway_then_rerun_redoes_nothing_finished_and_equals_uninterrup
     for subject in ("phantom-001", "phantom-002"):
         shutil.copy(store / "subjects" / f"{subject}.npz", out / "subjects")
     code = ("import sys; from colab_utils.data.nifti import find_pairs; "
-            "from colab_utils.data.preprocess import PreprocessConfig, preprocess; "
-            "preprocess(find_pairs(sys.argv[1]).pairs, sys.argv[2], PreprocessConfig("
+            "from colab_utils.config import DataConfig; "
+            "from colab_utils.data.preprocess import preprocess; "
+            "preprocess(find_pairs(sys.argv[1]).pairs, sys.argv[2], DataConfig("
             "val_fraction=0.25, test_fraction=0.25), workers=1)")
     process = subprocess.Popen([sys.executable, "-c", code, str(phantom_dir), str(out)],
                                start_new_session=True, stdout=subprocess.DEVNULL,

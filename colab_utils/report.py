@@ -1,0 +1,115 @@
+"""The pipeline's report: what the store holds, the failure check, the machine, timings.
+
+:func:`pipeline_report` appends to the test comparison's ``report.md`` what a
+reader needs to trust it: that the settings were chosen on validation
+subjects (their comparison is linked), warnings about methods that failed to
+learn, the slice store and its QC, how long each step took, the machine and
+each run's dtype policy, and the settings.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from .rundir import RunDir, read_record
+
+# A learned method this far below the Simple baseline's mean masked SSIM, in either
+# direction, has not learnt the translation (a collapsed run; see docs/EXPERIMENTS.md);
+# a method that learns but blurs stays within it.
+FAILED_MARGIN = 0.25
+
+
+def failed_methods(table: list[dict], baseline: str = "simple",
+                   margin: float = FAILED_MARGIN) -> list[str]:
+    """Warnings for the methods whose mean masked SSIM, in either direction, is more
+    than ``margin`` below the ``baseline`` method's (rows of
+    :func:`colab_utils.compare.comparison_table`, validation subjects)."""
+    ssim = {(row["method"], row["direction"]): float(row["mean"]) for row in table
+            if row["metric"] == "ssim" and row["region"] == "masked"}
+    warnings = []
+    for (method, direction), value in ssim.items():
+        floor = ssim.get((baseline, direction))
+        if method != baseline and floor is not None and value < floor - margin:
+            warnings.append(
+                f"{method} {direction}: masked SSIM {value:.3f} against {baseline}'s "
+                f"{floor:.3f} on the validation subjects. This run has most likely failed to "
+                "learn the translation (short runs depend on their seed); run the pipeline "
+                "again with another --seed, or more --epochs, into a new --out directory.")
+    return warnings
+
+
+def store_report(store) -> str:
+    """Markdown: subjects and slices per split, and each subject's registration QC."""
+    store = Path(store)
+    info = read_record(store / "preprocess.json")
+    counts: dict[str, int] = {}
+    with open(store / "index.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            if row.get("modality", "t1") == "t1":
+                counts[row["split"]] = counts.get(row["split"], 0) + 1
+    lines = [f"**Slice store** `{store}`", "", "| split | subjects | T1 slices |", "|---|---|---|"]
+    for split, subjects in info.get("splits", {}).items():
+        lines.append(f"| {split} | {len(subjects)} | {counts.get(split, 0)} |")
+    if info.get("left_out"):
+        lines += ["", f"Left out of every split (QC): {', '.join(info['left_out'])}"]
+    lines += ["", "| subject | split | corr(T1, template) | volume scale | rim ratio | mask Dice "
+              "| QC |", "|---|---|---|---|---|---|---|"]
+    with open(store / "qc.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            if row.get("error"):
+                lines.append(f"| {row['subject']} | – | failed: {row['error']} | | | | |")
+                continue
+            verdict = f"OUTLIER: {row['qc_reasons']}" if row.get("outlier") == "True" else "ok"
+            lines.append(f"| {row['subject']} | {row['split']} | "
+                         f"{float(row['corr_t1_template']):.3f} | "
+                         f"{float(row['volume_scale']):.3f} | {float(row['rim_ratio']):.3f} | "
+                         f"{float(row['mask_dice']):.3f} | {verdict} |")
+    return "\n".join(lines) + "\n"
+
+
+def machine_record(runs) -> dict:
+    """Where the runs were computed: :func:`colab_utils.colab.hardware` and the dtype
+    policy each run trained in (its ``summary.json``; ``None`` when it has none)."""
+    from .colab import hardware
+
+    policies = {Path(run).name: RunDir(run).summary().get("policy") for run in runs}
+    return {**hardware(), "policies": policies}
+
+
+def machine_markdown(machine: dict) -> str:
+    """One paragraph on the machine and dtype policies behind a report's numbers."""
+    policies = ", ".join(f"{name} {policy or 'unknown'}"
+                         for name, policy in machine["policies"].items())
+    return (f"Machine: {machine['device']}, {machine['cpus']} CPUs ({machine['cpu']}), "
+            f"TensorFlow {machine['tensorflow']}. Dtype policy of each run: {policies}. "
+            "The learned methods' numbers differ between policies (`--precision auto` "
+            "trains in mixed_bfloat16 on CPUs with bfloat16 instructions, in float32 on "
+            "others) and, a little, between machines and runs.")
+
+
+def timings_markdown(steps: list[dict]) -> str:
+    """A Markdown table of step timings."""
+    lines = ["| step | seconds |", "|---|---|"]
+    lines += [f"| {s['step']} | {s['seconds']:.1f} |" for s in steps]
+    lines.append(f"| **total** | **{sum(s['seconds'] for s in steps):.1f}** |")
+    return "\n".join(lines)
+
+
+def pipeline_report(report: Path, validation_report: Path, store, record: dict) -> None:
+    """Append the pipeline's sections to the test comparison's ``report.md``."""
+    text = report.read_text()
+    relative = Path("..") / validation_report.parent.name / validation_report.name
+    text += ("\n## How the settings were chosen\n\n"
+             "Every setting of this run (the preset's, and what was tried before it: "
+             "docs/EXPERIMENTS.md) was chosen on the validation subjects "
+             f"([their comparison]({relative.as_posix()})); the test subjects above were "
+             "scored once, after the choice.\n")
+    if record["warnings"]:
+        text += "\n## Warnings\n\n" + "\n".join(f"- **{w}**" for w in record["warnings"]) + "\n"
+    text += ("\n## The data\n\n" + store_report(store)
+             + "\n## How long each step took (this run)\n\n" + timings_markdown(record["steps"])
+             + "\n\n" + machine_markdown(record["machine"])
+             + "\n\n" f"Settings: `{json.dumps(record['settings'])}`\n")
+    report.write_text(text)

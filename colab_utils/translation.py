@@ -1,0 +1,88 @@
+"""The base of every trainable method: two generators, and two discriminators or none.
+
+It owns what they all share: the step counter (saved in checkpoints; the
+learning-rate schedule and the image pools' random draws follow it), the
+named loss trackers that ``fit`` shows, ``compile`` with one optimizer for both
+generators and one for both discriminators, and ``call`` (T1 → T2).
+Subclasses supply their losses and steps: :class:`colab_utils.cyclegan.CycleGAN`
+(CycleGAN, CycleGAN_s) and :class:`colab_utils.paired.PairedTranslator`
+(supervised, pix2pix).
+"""
+
+from __future__ import annotations
+
+import keras
+
+
+class TranslationModel(keras.Model):
+    """T1 ↔ T2 generators, optional discriminators, a step counter and loss trackers.
+
+    Args:
+        gen_t1_to_t2, gen_t2_to_t1: Generators (images in [-1, 1]).
+        disc_t1, disc_t2: Discriminators, or both ``None``.
+        loss_keys: The names of the losses a step returns, in the order shown.
+    """
+
+    def __init__(self, gen_t1_to_t2, gen_t2_to_t1, disc_t1=None, disc_t2=None, *,
+                 loss_keys, **kwargs):
+        super().__init__(**kwargs)
+        if (disc_t1 is None) != (disc_t2 is None):
+            raise ValueError("disc_t1, disc_t2: pass both discriminators or neither")
+        self.gen_t1_to_t2 = gen_t1_to_t2
+        self.gen_t2_to_t1 = gen_t2_to_t1
+        self.disc_t1 = disc_t1
+        self.disc_t2 = disc_t2
+        self.global_step = self.add_weight(shape=(), dtype="int64", initializer="zeros",
+                                           trainable=False, aggregation="only_first_replica",
+                                           name="global_step")
+        self.trackers = {key: keras.metrics.Mean(name=key) for key in loss_keys}
+        self.gen_optimizer = self.disc_optimizer = None
+
+    @property
+    def adversarial(self) -> bool:
+        return self.disc_t1 is not None
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    @property
+    def generator_variables(self):
+        return self.gen_t1_to_t2.trainable_variables + self.gen_t2_to_t1.trainable_variables
+
+    @property
+    def discriminator_variables(self):
+        if not self.adversarial:
+            return []
+        return self.disc_t1.trainable_variables + self.disc_t2.trainable_variables
+
+    def compile(self, gen_optimizer, disc_optimizer=None, **kwargs):
+        """One optimizer for both generators; one for both discriminators (when there
+        are discriminators)."""
+        if self.adversarial and disc_optimizer is None:
+            raise ValueError(f"disc_optimizer: {self.name} has discriminators and needs an "
+                             "optimizer for them")
+        super().compile(optimizer=gen_optimizer, **kwargs)
+        self.gen_optimizer = gen_optimizer
+        self.disc_optimizer = disc_optimizer if self.adversarial else None
+        # Build the slot variables now, so that a checkpoint restores them before the
+        # first step.
+        gen_optimizer.build(self.generator_variables)
+        if self.adversarial:
+            disc_optimizer.build(self.discriminator_variables)
+
+    def call(self, inputs, training=False):
+        """Translate T1 to T2."""
+        return self.gen_t1_to_t2(inputs, training=training)
+
+    def state_groups(self) -> dict[str, list]:
+        """Every variable that defines the training state, grouped for checkpoints."""
+        groups = {"model": self.variables, "gen_optimizer": self.gen_optimizer.variables}
+        if self.disc_optimizer is not None:
+            groups["disc_optimizer"] = self.disc_optimizer.variables
+        return groups
+
+    def _update_trackers(self, out: dict) -> dict:
+        for key, tracker in self.trackers.items():
+            tracker.update_state(out[key])
+        return {key: tracker.result() for key, tracker in self.trackers.items()}
