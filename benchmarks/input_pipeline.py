@@ -46,11 +46,11 @@ def training_rate(steps: int) -> tuple[float, str]:
     import tensorflow as tf
 
     from colab_utils.config import TrainConfig
+    from colab_utils.factory import build_model
     from colab_utils.precision import resolve_policy
-    from colab_utils.training import build_cyclegan
 
     policy = resolve_policy("auto")
-    model = build_cyclegan(TrainConfig(precision="auto"), 1000, policy)
+    model = build_model(TrainConfig(precision="auto"), 1000, policy)
     batch = tuple(tf.constant(np.random.default_rng(0).uniform(-1, 1, (1, 256, 256, 1)),
                               tf.float32) for _ in range(2))
     step = tf.function(model.train_step)

@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 def measure(phantom: Path, n: int, workers: int) -> dict:
     from _memory import PeakTreeMemory
 
-    from colab_utils.data.nifti import find_pairs
     from colab_utils.config import DataConfig
+    from colab_utils.data.nifti import find_pairs
     from colab_utils.data.preprocess import preprocess
 
     pairs = dict(sorted(find_pairs(phantom).pairs.items())[:n])

@@ -1,4 +1,4 @@
-"""Whole-volume synthesis time: a 256×256×150 T1 volume to a synthetic T2 in the input's space.
+"""Whole-volume synthesis time: a full-head phantom T1 to a synthetic T2 in the input's space.
 
 Registration to MNI152, normalisation, every brain slice through a paper-size
 ResNet-9 generator at 256×256 (untrained weights: the time is the same), and
@@ -23,19 +23,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def test_volume(path: Path) -> tuple:
-    """A phantom T1 resampled to 256×256×150 (1 × 1 × 1.2 mm), written to ``path``."""
+    """A full-head phantom T1 (256 × 256 × 193 sagittal, 1 mm), written to ``path``."""
     import numpy as np
-    from scipy import ndimage
 
     from colab_utils.data.nifti import save_volume
     from colab_utils.data.phantom import make_subject
 
-    t1, affine, *_ = make_subject(0, seed=0)
-    depth = t1.shape[2]
-    volume = ndimage.zoom(t1, (1, 1, 150 / depth), order=1)
-    affine = affine @ np.diag([1.0, 1.0, (depth - 1) / (volume.shape[2] - 1), 1.0])
-    save_volume(path, volume, affine, dtype=np.int16)
-    return volume.shape
+    subject = make_subject(0, seed=0)
+    save_volume(path, subject.t1, subject.t1_affine, dtype=np.int16)
+    return subject.t1.shape
 
 
 def main() -> None:
@@ -48,8 +44,8 @@ def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     import keras
-
     from _memory import PeakTreeMemory
+
     from colab_utils.inference import keras_translator
     from colab_utils.models import resnet_generator
     from colab_utils.synthesis import synthesize_volume

@@ -4,7 +4,7 @@ Prints one JSON line per method (CycleGAN by default; ``--models`` adds
 CycleGAN_s, pix2pix and the supervised generator, each at its paper
 architecture). Each (method, precision) runs in its own process (the dtype
 policy and thread pools are process-wide). With --torch-python, the PyTorch
-reference (../shared/bench/torch_reference_step.py, CycleGAN) runs in the same
+reference (benchmarks/torch_reference.py, CycleGAN) runs in the same
 sitting for a ratio.
 
     python benchmarks/train_step.py [--size 256] [--steps 5] [--rounds 3] [--torch-python PATH]
@@ -33,16 +33,15 @@ def measure(precision: str, size: int, steps: int, warmup: int, model_name: str)
     """Time `steps` train steps after `warmup` (in this process)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, str(ROOT))
+    import keras
     import numpy as np
     import tensorflow as tf
-    import keras
 
     from colab_utils.config import TrainConfig
+    from colab_utils.factory import build_model
     from colab_utils.precision import resolve_policy
-    from colab_utils.training import build_model
 
-    config = TrainConfig(model=model_name, image_size=size, precision=precision, batch_size=1,
-                         jit_compile=os.environ.get("BENCH_JIT") == "1")
+    config = TrainConfig(model=model_name, image_size=size, precision=precision, batch_size=1)
     policy = resolve_policy(precision)
     keras.utils.set_random_seed(0)
     model = build_model(config, steps_per_epoch=1000, policy=policy)
@@ -80,7 +79,7 @@ def run_child(precision: str, args, model: str) -> dict:
 
 
 def run_torch(python: str, size: int) -> float:
-    script = ROOT.parent / "shared" / "bench" / "torch_reference_step.py"
+    script = ROOT / "benchmarks" / "torch_reference.py"
     out = subprocess.run([python, str(script), str(size)], capture_output=True, text=True,
                          check=True)
     match = re.search(r"([0-9.]+) s/step", out.stdout)

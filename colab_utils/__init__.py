@@ -1,9 +1,22 @@
 """colab_utils: the tested engine behind the T1w <-> T2w CycleGAN notebooks.
 
-Modules: ``config``, ``models``, ``losses``, ``cyclegan``, ``training``,
-``callbacks``, ``checkpoints``, ``schedules``, ``precision``, ``viz`` and
-``data`` (slices, batches, toy data). Import what you need, e.g.
-``from colab_utils.models import resnet_generator``.
+One concept per module:
+
+* settings: ``config`` (the settings tree), ``presets`` (smoke, demo, paper, ixi-40);
+* data (``colab_utils.data``): ``manifest``, ``download``, ``archive``, ``ixi``,
+  ``nifti``, ``template``, ``registration``, ``brain_mask``, ``qc``, ``splits``,
+  ``axial``, ``preprocess`` (the slice store), ``slices``, ``batches``,
+  ``datasets``, ``head`` and ``phantom`` (the offline phantom), ``toy``;
+* networks and methods: ``models`` (builders), ``losses``, ``translation`` (the base
+  model), ``cyclegan``, ``paired`` (supervised, pix2pix), ``simple`` (the baseline),
+  ``factory`` (models from settings), ``schedules``, ``precision``, ``distribute``;
+* runs: ``rundir`` (a run directory's files), ``training`` (fit and resume),
+  ``callbacks``, ``checkpoints``, ``inference`` (export and load);
+* results: ``metrics``, ``evaluation``, ``compare``, ``report``, ``synthesis``;
+* glue: ``pipeline`` (the whole chain), ``cli``, ``colab``, ``viz``, ``fileio``,
+  ``validation``.
+
+Import what you need, e.g. ``from colab_utils.models import resnet_generator``.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -56,7 +56,7 @@ class ImageGridCallback(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         fig = viz.translation_grid(self.model.gen_t1_to_t2, self.model.gen_t2_to_t1,
                                    self.t1, self.t2, paired=self.paired,
-                                   title=f"epoch {epoch + 1}")
+                                   title=f"epoch {epoch + 1}{viz.health_caption(logs or {})}")
         self.last_path = self.directory / f"epoch_{epoch + 1:03d}.png"
         save_figure(fig, self.last_path)
         if self.show_inline:

@@ -3,6 +3,11 @@
 The settings flags are made from the settings themselves (:mod:`colab_utils.config`):
 ``--image-size`` is ``TrainConfig.image_size``, ``--split-seed`` is
 ``DataConfig.split_seed``; a flag left out keeps the preset's (or default) value.
+
+Exit status: 0 done; 2 bad input (the message names the file or setting); 3 a
+training failed (a collapse the restarts did not rescue, a non-finite loss; the
+pipeline still trains, evaluates and compares the other methods first); 130
+interrupted (run the same command again to resume).
 """
 
 from __future__ import annotations
@@ -122,7 +127,9 @@ def _cmd_pipeline(args) -> int:
 
     record = run_pipeline(pipeline_settings(args), args.out, args.data)
     print(f"whole chain done in {record['total_seconds']:.0f} s; report: {record['report']}")
-    return 0
+    for failure in record["failed"]:
+        print(f"error: {failure['method']} has no model: {failure['error']}", file=sys.stderr)
+    return 3 if record["failed"] else 0
 
 
 def _cmd_toy(args) -> int:
@@ -256,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="test",
                           help="val while choosing settings; test once, at the end")
     evaluate.add_argument("--out", help="output directory (default RUN/metrics/SPLIT)")
-    evaluate.add_argument("--batch-size", type=int, default=8)
+    evaluate.add_argument("--batch-size", type=int, default=32)
     evaluate.add_argument("--precision", help=_INFERENCE_PRECISION)
     evaluate.set_defaults(func=_cmd_evaluate)
 
@@ -325,6 +332,13 @@ def main(argv=None) -> int:
     except (ValueError, OSError) as err:  # bad input, missing files, failed downloads
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except RuntimeError as err:
+        from .health import TrainingFailed  # not at the top: it loads the plotting stack
+
+        if not isinstance(err, TrainingFailed):  # a collapse not rescued, a non-finite loss
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print("interrupted; re-run the same command to resume from the last checkpoint",
               file=sys.stderr)

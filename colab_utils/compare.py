@@ -30,8 +30,16 @@ from scipy import stats
 
 from .config import DIRECTIONS
 from .data.slices import SliceSet
-from .evaluation import (HIGHER_IS_BETTER, LABELS, METRICS, evaluate, load_paired, predict,
-                         read_csv, write_csv)
+from .evaluation import (
+    HIGHER_IS_BETTER,
+    LABELS,
+    METRICS,
+    evaluate,
+    load_paired,
+    predict,
+    read_csv,
+    write_csv,
+)
 from .fileio import atomic_write_bytes
 from .inference import load_method
 from .rundir import RunDir

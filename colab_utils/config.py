@@ -42,6 +42,8 @@ PROTOCOLS = ("", "ixi-40")
 RESUMABLE_CHANGES = frozenset({
     "epochs", "epochs_decay", "checkpoint_every_steps", "keep_checkpoints",
     "grid_slices", "validate", "validate_every", "verbose", "tensorboard",
+    # The collapse check watches and decides; it does not change a step.
+    "collapse_check", "collapse_grace", "max_restarts",
     # Checkpoints hold one copy of each variable: a run may resume on other hardware.
     "strategy",
     # The schedule is a function of (lr, step), not a saved state: resuming with a
@@ -139,7 +141,7 @@ class DataConfig(_Settings):
     shard_size: int = 512
     workers: int = 2
 
-    def validated(self) -> "DataConfig":
+    def validated(self) -> DataConfig:
         check_choice("source", self.source, SOURCES)
         check_choice("protocol", self.protocol, PROTOCOLS)
         check_choice("phantom_kind", self.phantom_kind, PHANTOM_KINDS)
@@ -225,6 +227,12 @@ class TrainConfig(_Settings):
     # Validate after every n-th epoch and after the last (the image grid is drawn
     # after every epoch either way).
     validate_every: int = 1
+    # CycleGAN and CycleGAN_s: after each validated epoch, check the translation against
+    # the Simple baseline on validation slices (colab_utils.health); past collapse_grace
+    # epochs a collapse restarts the run with the next seed, at most max_restarts times.
+    collapse_check: bool = True
+    collapse_grace: int = 10
+    max_restarts: int = 2
     tensorboard: bool = True
     verbose: int = 2
     notes: str = field(default="")
@@ -244,11 +252,16 @@ class TrainConfig(_Settings):
         return self.model in PAIRED_MODELS
 
     @property
+    def checks_collapse(self) -> bool:
+        """Whether the collapse check runs (the CycleGANs' failure: colab_utils.health)."""
+        return self.collapse_check and self.model in ("cyclegan", "cyclegan_s")
+
+    @property
     def gan_mode(self) -> str:
         """BCE for pix2pix (its paper), LSGAN otherwise (CycleGAN's)."""
         return "bce" if self.model == "pix2pix" else "lsgan"
 
-    def validated(self) -> "TrainConfig":
+    def validated(self) -> TrainConfig:
         """Return self after checking every field; raise ``ValueError`` naming the bad one."""
         check_choice("model", self.model, MODELS)
         check_choice("precision", self.precision, PRECISIONS)
@@ -257,6 +270,7 @@ class TrainConfig(_Settings):
                     "batch_size", "keep_checkpoints", "validate_every")
         non_negative = ("n_res_blocks", "pool_size", "epochs", "epochs_decay",
                         "steps_per_epoch", "checkpoint_every_steps", "grid_slices",
+                        "collapse_grace", "max_restarts",
                         "lambda_cycle", "lambda_identity", "lambda_structure",
                         "lambda_supervised", "lambda_l1", "verbose")
         for name in positive:
@@ -284,7 +298,7 @@ class TrainConfig(_Settings):
         return self
 
     @classmethod
-    def from_dict(cls, values: dict, *, source: str = "config") -> "TrainConfig":
+    def from_dict(cls, values: dict, *, source: str = "config") -> TrainConfig:
         return super().from_dict(_upgrade(values, source), source=source)
 
     def save(self, path) -> None:
@@ -293,7 +307,7 @@ class TrainConfig(_Settings):
         atomic_write_bytes(Path(path), text.encode())
 
     @classmethod
-    def load(cls, path) -> "TrainConfig":
+    def load(cls, path) -> TrainConfig:
         return cls.from_dict(read_json_object(path), source=str(path))
 
 
@@ -312,7 +326,7 @@ class Experiment:
     # methods that see pairs; steps_per_epoch 0, every slice, stays so).
     cyclegan_step_factor: float = 1.0
 
-    def validated(self) -> "Experiment":
+    def validated(self) -> Experiment:
         self.data.validated()
         self.train.validated()
         for method in self.methods:
@@ -335,7 +349,7 @@ class Experiment:
                 "methods": list(self.methods), "reference": self.reference,
                 "cyclegan_step_factor": self.cyclegan_step_factor}
 
-    def with_overrides(self, **values) -> "Experiment":
+    def with_overrides(self, **values) -> Experiment:
         """A copy with settings changed by name (each name is unique in the tree);
         ``None`` values are ignored (a notebook field or flag left at the preset's)."""
         routed = {"data": {}, "train": {}, "own": {}}

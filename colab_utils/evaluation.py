@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -161,11 +162,20 @@ def predict(method: Method, slices: SliceSet, mask: np.ndarray, direction: str) 
 
 
 def load_paired(data, split: str, image_size: int | None) -> tuple[SliceSet, np.ndarray]:
-    """A paired split at ``image_size`` and its brain masks.
+    """A paired split at ``image_size`` and its brain masks (read once per process for
+    a store that has not changed since: every method is scored on the same slices).
 
     Raises:
         ValueError: The split is not paired (nothing to compare against).
     """
+    index = Path(data) / "index.csv"
+    stamp = index.stat().st_mtime_ns if index.is_file() else None
+    return _load_paired(str(Path(data).resolve()), split, image_size, stamp)
+
+
+@lru_cache(maxsize=2)
+def _load_paired(data: str, split: str, image_size: int | None,
+                 stamp: int | None) -> tuple[SliceSet, np.ndarray]:
     slices = load_split(data, split)
     if not slices.paired:
         raise ValueError(f"{slices.source}: evaluation needs a paired split (the real T2 of "
@@ -203,7 +213,7 @@ def check_no_leakage(run, slices: SliceSet, split: str) -> None:
             "a new run on this store")
 
 
-def evaluate(run, data, *, split: str = "test", out=None, batch_size: int = 8,
+def evaluate(run, data, *, split: str = "test", out=None, batch_size: int = 32,
              examples: int = 3, precision: str | None = None) -> Evaluation:
     """Evaluate a run (or exported model) on a paired split, in both directions.
 

@@ -10,15 +10,17 @@ translator per direction, each a function ``(images, mask) -> images`` on
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import keras
 import numpy as np
 
-from . import models  # noqa: F401  (registers the custom layers the .keras files name)
-from . import viz
+from . import (
+    models,  # noqa: F401  (registers the custom layers the .keras files name)
+    viz,
+)
 from .config import DIRECTIONS
 from .precision import compute_policy, resolve_policy, with_policy
 from .rundir import RunDir

@@ -7,7 +7,7 @@ every element of the batch. Discriminator outputs are unbounded scores
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from keras import ops
 

@@ -45,13 +45,12 @@ class ReflectionPadding2D(layers.Layer):
 class NarrowConv2D(layers.Conv2D):
     """``Conv2D`` for a few output channels (image heads, PatchGAN scores).
 
-    Same kernel, bias and result as ``Conv2D``. On TensorFlow's CPU kernels the
-    backward pass of a convolution to 1 channel is about 10× slower than it
-    should be (a 7×7 head at 256 px: 0.93 s forward + backward), so there the
-    convolution is computed as a depthwise convolution with the kernel's
-    output channels as channel multiplier, then a sum over the input channels
-    (0.09 s, equal to 1e-5). GPUs, TPUs and other backends use ``Conv2D``'s own
-    path.
+    Same kernel, bias and result (to 1e-5) as ``Conv2D``. On TensorFlow's CPU
+    kernels the backward pass of a convolution to one channel is an order of
+    magnitude slower than it should be (docs/BENCHMARKS.md), so there it is
+    computed as a depthwise convolution with the kernel's output channels as
+    channel multiplier, then a sum over the input channels. GPUs, TPUs and other
+    backends use ``Conv2D``'s own path.
     """
 
     def convolution_op(self, inputs, kernel):

@@ -138,16 +138,30 @@ def train_method(experiment: Experiment, method: str, store, out, *,
 
 
 def train_methods(store, out, experiment: Experiment, *, timer: StepTimer | None = None,
-                  show_inline=False) -> list[Path]:
-    """Train (or resume, or find finished) every method into ``OUT/METHOD``."""
+                  show_inline=False, failed: list | None = None) -> list[Path]:
+    """Train (or resume, or find finished) every method into ``OUT/METHOD``.
+
+    A method whose training fails (:class:`~colab_utils.health.TrainingFailed`: a
+    collapse that restarts did not rescue, a non-finite loss) is logged, appended to
+    ``failed`` as ``{"method", "error"}`` and left out of the returned runs; the
+    other methods still train. Without ``failed`` the error is raised."""
+    from .health import TrainingFailed
+
     timer = timer or StepTimer()
     runs = []
     for method in experiment.methods:
         config = method_config(experiment, method)
         steps = config.total_epochs * config.steps_per_epoch if method != "simple" else 0
-        timer(f"train {method}", lambda: train_method(experiment, method, store, out,
-                                                      show_inline=show_inline, log=timer.log),
-              steps=steps)
+        try:
+            timer(f"train {method}", lambda method=method: train_method(
+                experiment, method, store, out, show_inline=show_inline, log=timer.log),
+                  steps=steps)
+        except TrainingFailed as err:
+            if failed is None:
+                raise
+            timer.log(f"[pipeline] {method} FAILED: {err}")
+            failed.append({"method": method, "error": str(err)})
+            continue
         runs.append(Path(out) / method)
     return runs
 
@@ -164,7 +178,7 @@ def evaluate_runs(runs, store, *, split: str = "test", timer: StepTimer | None =
                       "training step")
             continue
         timer(f"evaluate {Path(run).name} ({split})",
-              lambda: evaluate(run, store, split=split, examples=examples))
+              lambda run=run: evaluate(run, store, split=split, examples=examples))
 
 
 def run_pipeline(experiment: Experiment | None = None, out="runs/phantom", data_dir="data",
@@ -179,20 +193,23 @@ def run_pipeline(experiment: Experiment | None = None, out="runs/phantom", data_
 
     Returns:
         ``{"settings", "data", "steps", "total_seconds", "report", "warnings",
-        "machine", "table", "validation_table"}``: ``table`` the test comparison
-        (per subject), ``validation_table`` the validation one (for choosing
-        settings); ``warnings`` names learned methods far below the Simple baseline
-        on validation (:func:`colab_utils.report.failed_methods`).
+        "machine", "failed", "restarts", "table", "validation_table"}``: ``table`` the
+        test comparison (per subject), ``validation_table`` the validation one (for
+        choosing settings); ``failed`` the methods whose training failed (compared
+        without them); ``restarts`` each run's collapse restarts; ``warnings`` names
+        those and the learned methods far below the Simple baseline on validation
+        (:func:`colab_utils.report.failed_methods`).
     """
     from .compare import compare
-    from .report import failed_methods, machine_record, pipeline_report
+    from .report import failed_methods, machine_record, pipeline_report, restarts_record
 
     experiment = (experiment or preset("demo")).validated()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     timer = StepTimer(log)
     store = prepare_data(experiment.data, data_dir, timer=timer)
-    runs = train_methods(store, out, experiment, timer=timer)
+    failed: list[dict] = []
+    runs = train_methods(store, out, experiment, timer=timer, failed=failed)
     evaluate_runs(runs, store, split="val", timer=timer, examples=0)
     validation = timer("compare (val)", lambda: compare(
         runs, out / "comparison_val", data=store, split="val",
@@ -201,11 +218,13 @@ def run_pipeline(experiment: Experiment | None = None, out="runs/phantom", data_
     test = timer("compare (test)", lambda: compare(runs, out / "comparison", data=store,
                                                    split="test",
                                                    reference=experiment.reference))
-    warnings = (failed_methods(validation.table) if "simple" in experiment.methods else [])
+    warnings = [f"{f['method']} has no model: {f['error']}" for f in failed]
+    warnings += (failed_methods(validation.table) if "simple" in experiment.methods else [])
     machine = machine_record(runs)
     record = {"settings": experiment.to_dict(), "data": str(store), "steps": timer.steps,
               "total_seconds": round(sum(s["seconds"] for s in timer.steps), 1),
-              "report": str(test.report), "warnings": warnings, "machine": machine}
+              "report": str(test.report), "warnings": warnings, "machine": machine,
+              "failed": failed, "restarts": restarts_record(runs)}
     write_record(out / "pipeline.json", {**record, "table": test.table,
                                          "validation_table": validation.table})
     pipeline_report(test.report, validation.report, store, record)

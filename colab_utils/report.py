@@ -97,6 +97,28 @@ def timings_markdown(steps: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def restarts_record(runs) -> dict:
+    """Each run's collapse restarts (``summary.json``), for the runs that had any."""
+    record = {}
+    for run in runs:
+        summary = RunDir(run).summary()
+        if summary.get("restarts"):
+            record[Path(run).name] = {"restarts": summary["restarts"], "seed": summary["seed"]}
+    return record
+
+
+def restarts_markdown(restarts: dict) -> str:
+    """One line per collapsed attempt, and the seed each run finished with."""
+    lines = []
+    for name, entry in restarts.items():
+        for r in entry["restarts"]:
+            lines.append(f"- {name}: attempt {r['attempt'] + 1} (seed {r['seed']}) collapsed at "
+                         f"epoch {r['epoch']}: {'; '.join(r['reasons'])}")
+        lines.append(f"- {name}: trained to the end with seed {entry['seed']}")
+    return ("The collapse check (colab_utils.health, on validation slices) restarted these "
+            "runs with the next seed:\n\n" + "\n".join(lines) + "\n")
+
+
 def pipeline_report(report: Path, validation_report: Path, store, record: dict) -> None:
     """Append the pipeline's sections to the test comparison's ``report.md``."""
     text = report.read_text()
@@ -106,6 +128,8 @@ def pipeline_report(report: Path, validation_report: Path, store, record: dict) 
              "docs/EXPERIMENTS.md) was chosen on the validation subjects "
              f"([their comparison]({relative.as_posix()})); the test subjects above were "
              "scored once, after the choice.\n")
+    if record.get("restarts"):
+        text += "\n## Restarts\n\n" + restarts_markdown(record["restarts"])
     if record["warnings"]:
         text += "\n## Warnings\n\n" + "\n".join(f"- **{w}**" for w in record["warnings"]) + "\n"
     text += ("\n## The data\n\n" + store_report(store)

@@ -12,7 +12,9 @@
     RUN/tensorboard/            TensorBoard event files
     RUN/export/gen_t1_to_t2.keras, gen_t2_to_t1.keras   the generators
     RUN/export/simple_baseline.json                     (the Simple baseline instead)
-    RUN/summary.json            final step, dtype policy, exported files
+    RUN/summary.json            final step, dtype policy, seed, restarts, exported files
+    RUN/restarts.json           the current attempt and the collapses that restarted it
+    RUN/attempts/attempt-K/     a collapsed attempt's checkpoints, grids and history
     RUN/metrics/SPLIT/          written by evaluation (evaluation.json and tables)
 
 Readers of JSON records return ``{}`` for a file that is missing or damaged
@@ -56,6 +58,8 @@ class RunDir:
         self.history = self.path / "history.csv"
         self.loss_curves = self.path / "loss_curves.png"
         self.tensorboard = self.path / "tensorboard"
+        self.restarts_file = self.path / "restarts.json"
+        self.attempts = self.path / "attempts"
         self.export = self.path / "export"
         self.simple_file = self.export / "simple_baseline.json"
 

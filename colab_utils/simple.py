@@ -54,7 +54,7 @@ class SimpleBaseline:
             self.quantiles[domain] = q
 
     @classmethod
-    def fit(cls, slices: SliceSet, n_quantiles: int = 1001) -> "SimpleBaseline":
+    def fit(cls, slices: SliceSet, n_quantiles: int = 1001) -> SimpleBaseline:
         """Quantiles of each domain's training intensities inside the brain."""
         levels = np.linspace(0.0, 1.0, n_quantiles)
         quantiles = {}
@@ -99,7 +99,7 @@ class SimpleBaseline:
         return path
 
     @classmethod
-    def load(cls, path) -> "SimpleBaseline":
+    def load(cls, path) -> SimpleBaseline:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"Simple baseline file not found: {path}")

@@ -22,8 +22,8 @@ voxels outside it are zero.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -109,13 +109,13 @@ def synthesize_volume(translate: Translate, input_path, output_path, *, directio
     fixed, _ = reg.template_images()
     moving = reg.to_sitk(volume, affine)
     lap("load")
+    source = direction.split("_to_")[0]
     try:
-        registration = reg.register_to_template(moving)   # template point -> input point
+        registration = reg.register_to_template(moving, source)  # template -> input point
     except RuntimeError as err:
         raise ValueError(f"{input_path}: registration to the MNI152 template failed "
                          f"({str(err).strip().splitlines()[-1]})") from err
     in_template, _ = reg.from_sitk(reg.resample(moving, fixed, registration.transform))
-    source = direction.split("_to_")[0]
     mask, _ = subject_brain_mask(**{source: in_template})
     lap("register")
 

@@ -16,7 +16,9 @@ other subjects (a store whose split changed) is refused.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,9 +34,10 @@ from .data.batches import eval_batches, steps_per_epoch, training_dataset
 from .data.slices import SliceSet, fit_to_size, load_split
 from .distribute import check_global_batch, describe, resolve_strategy
 from .factory import build_model
+from .health import CollapseCheck, TrainingCollapsed, TrainingFailed, usable
 from .inference import export_generators
 from .precision import resolve_policy
-from .rundir import RunDir, write_record
+from .rundir import RunDir, read_record, write_record
 from .simple import SimpleBaseline
 
 # Images per validation batch (at least; see train()).
@@ -104,8 +107,8 @@ def _fixed_slices(slices: SliceSet, count: int) -> tuple[np.ndarray, np.ndarray]
     return slices.t1[idx], slices.t2[idx]
 
 
-def _configure_reproducibility(config: TrainConfig) -> None:
-    keras.utils.set_random_seed(config.seed)
+def _configure_reproducibility(config: TrainConfig, seed: int) -> None:
+    keras.utils.set_random_seed(seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
 
@@ -160,39 +163,80 @@ def train(config: TrainConfig, run_dir, data=None, *, train_data: SliceSet | Non
         ValueError: Bad settings, data, or a run directory of another run (other
             settings, or other subjects).
         FileNotFoundError: Missing data.
+        TrainingFailed: A non-finite loss, or a collapse (:mod:`colab_utils.health`)
+            after ``max_restarts`` restarts.
     """
     config = config.validated()
     run = RunDir(run_dir)
     train_data, val_data = _load_data(config, data, train_data, val_data)
     _prepare_run_dir(run, config)
     _record_data(run, data, train_data, val_data)
+    check = None
+    if config.checks_collapse and config.validate:
+        if usable(val_data):
+            check = CollapseCheck(val_data, train_data, grace_epochs=config.collapse_grace,
+                                  epochs=validation_epochs(config))
+        else:
+            print(f"[colab_utils] {run.path}: no paired validation slices with brain masks; "
+                  "training without the collapse check")
     val_data = val_data if val_data is not None else train_data
     if config.model == "simple":
         return _fit_simple(config, run, train_data, val_data)
-    _configure_reproducibility(config)
+    attempts = Attempts(run)
+    while True:
+        if attempts.collapsed:  # the current attempt collapsed (now or in an earlier call)
+            if attempts.current >= config.max_restarts:
+                last = attempts.restarts[-1]
+                raise TrainingFailed(
+                    f"{run.path}: {config.model} did not learn the translation in "
+                    f"{attempts.current + 1} attempt(s) (seeds {config.seed} to "
+                    f"{attempts.seed(config)}); the last collapsed at epoch {last['epoch']}: "
+                    f"{'; '.join(last['reasons'])}. Look at the grids and history.csv "
+                    "(health_* columns) and check the data; a larger --max-restarts "
+                    "continues with the next seed (docs/EXPERIMENTS.md)")
+            attempts.next(config)
+        try:
+            return _train_attempt(config, run, train_data, val_data, attempts, check,
+                                  show_inline=show_inline, stop_at_step=stop_at_step,
+                                  extra_callbacks=extra_callbacks)
+        except TrainingCollapsed as err:
+            attempts.collapse(config, err)
+
+
+def _train_attempt(config: TrainConfig, run: RunDir, train_data: SliceSet,
+                   val_data: SliceSet, attempts: Attempts, check, *, show_inline,
+                   stop_at_step, extra_callbacks) -> TrainResult:
+    """One attempt of a run: its seed is the run's plus the attempt's number."""
+    seed = attempts.seed(config)
+    _configure_reproducibility(config, seed)
     policy = resolve_policy(config.precision)
     strategy = resolve_strategy(config.strategy)
     check_global_batch(config.batch_size, strategy)
     spe = steps_per_epoch(train_data, config.batch_size, config.steps_per_epoch)
     total_steps = spe * config.total_epochs
     with strategy.scope():  # variables are created per replica; fit splits each batch
-        model = build_model(config, spe, policy)
+        model = build_model(dataclasses.replace(config, seed=seed), spe, policy)
 
     manager = CheckpointManager(run.checkpoints, keep=config.keep_checkpoints)
-    resumed_from = _restore(model, manager, spe)
+    resumed_from = _restore(model, manager, spe, attempts)
+    if resumed_from is None:
+        attempts.clear_leftovers()
     step = int(model.global_step.numpy())
     print(f"[colab_utils] {config.model} run {run.path}: policy {policy}, "
           f"{describe(strategy)}, {spe} steps/epoch, "
+          + (f"attempt {attempts.current + 1} (seed {seed}), " if attempts.current else "")
           + (f"resuming at step {step}" if resumed_from is not None else "starting fresh")
           + f" of {total_steps}")
 
     def save(at_step: int):
         meta = {"global_step": at_step, "epoch": at_step / spe, "steps_per_epoch": spe,
                 "policy": policy, "strategy": describe(strategy), "config": config.to_dict(),
+                "attempt": attempts.current, "seed": seed,
                 "variables": {k: [v.path for v in vs] for k, vs in model.state_groups().items()}}
         manager.save(at_step, collect_state(model.state_groups()), meta)
 
-    callbacks = _callbacks(config, run, val_data, show_inline, save) + list(extra_callbacks)
+    callbacks = _callbacks(config, run, val_data, show_inline, save, check)
+    callbacks += list(extra_callbacks)
     # Validation needs no gradients: a multiple of the batch size of at least
     # VAL_BATCH images per batch (fewer calls). Several replicas: only whole batches,
     # so that no replica gets an empty share.
@@ -203,10 +247,10 @@ def train(config: TrainConfig, run_dir, data=None, *, train_data: SliceSet | Non
               if config.validate else None)
     limit = total_steps if stop_at_step is None else min(total_steps, stop_at_step)
     try:
-        step = _fit(model, config, train_data, val_ds, callbacks, spe, step, limit)
+        step = _fit(model, config, seed, train_data, val_ds, callbacks, spe, step, limit)
     except cb.NonFiniteLossError as err:
         kept = manager.steps()
-        raise RuntimeError(
+        raise TrainingFailed(
             f"{run.path}: training stopped, {err}. Nothing was saved after it; the newest "
             f"checkpoint is " + (f"step {kept[-1]}" if kept else "none (the run had none yet)")
             + ". To roll back and continue at a lower learning rate, run the same "
@@ -219,27 +263,32 @@ def train(config: TrainConfig, run_dir, data=None, *, train_data: SliceSet | Non
         print(f"[colab_utils] run {run.path} was already complete at step {step}; "
               "nothing to do")
     return _finish(run, TrainResult(run.path, step, total_steps, resumed_from, policy,
-                                    exported), spe)
+                                    exported), spe, attempts, seed)
 
 
-def _callbacks(config: TrainConfig, run: RunDir, val_data: SliceSet, show_inline,
-               save) -> list:
+def _callbacks(config: TrainConfig, run: RunDir, val_data: SliceSet, show_inline, save,
+               check=None) -> list:
     grid = cb.ImageGridCallback(
         run.grids, *_fixed_slices(val_data, config.grid_slices), paired=val_data.paired,
         show_inline=cb.in_notebook() if show_inline == "auto" else bool(show_inline))
-    callbacks = [cb.NonFiniteLossGuard(),  # first: nothing after it sees a broken step
-                 cb.HistoryCallback(run.history, run.loss_curves)]
+    measure, guard = check.callbacks() if check is not None else (None, None)
+    callbacks = [cb.NonFiniteLossGuard()]  # first: nothing after it sees a broken step
+    if measure is not None:  # before the history, which records its figures
+        callbacks.append(measure)
+    callbacks.append(cb.HistoryCallback(run.history, run.loss_curves))
     if config.grid_slices:
         callbacks.append(grid)
     if config.tensorboard:
         callbacks.append(cb.TensorBoardCallback(run.tensorboard,
                                                 grid if config.grid_slices else None))
     callbacks.append(cb.CheckpointCallback(save, config.checkpoint_every_steps))
+    if guard is not None:  # last: the epoch is recorded before a collapse stops it
+        callbacks.append(guard)
     return callbacks
 
 
-def _fit(model, config: TrainConfig, train_data: SliceSet, val_ds, callbacks, spe: int,
-         step: int, limit: int) -> int:
+def _fit(model, config: TrainConfig, seed: int, train_data: SliceSet, val_ds, callbacks,
+         spe: int, step: int, limit: int) -> int:
     """Train from global ``step`` to ``limit``: whole epochs in one ``fit``, a partial
     epoch (a resume or a stop inside an epoch) on its own. Returns the step reached."""
     while step < limit:
@@ -249,7 +298,7 @@ def _fit(model, config: TrainConfig, train_data: SliceSet, val_ds, callbacks, sp
         else:
             end = min((epoch + 1) * spe, limit)
         dataset = training_dataset(
-            train_data, batch_size=config.batch_size, steps_per_epoch=spe, seed=config.seed,
+            train_data, batch_size=config.batch_size, steps_per_epoch=spe, seed=seed,
             start_step=step, end_step=end, paired=config.paired, augmentation=config.augment,
             jitter_size=config.jitter_size if config.augment else None)
         whole = step % spe == 0 and (end - step) % spe == 0
@@ -268,11 +317,14 @@ def validation_epochs(config: TrainConfig) -> list[int]:
     return [e for e in range(1, last + 1) if e % config.validate_every == 0 or e == last]
 
 
-def _finish(run: RunDir, result: TrainResult, spe: int) -> TrainResult:
+def _finish(run: RunDir, result: TrainResult, spe: int, attempts: Attempts | None = None,
+            seed: int | None = None) -> TrainResult:
     write_record(run.summary_file, {
         "global_step": result.global_step, "total_steps": result.total_steps,
         "steps_per_epoch": spe, "policy": result.policy, "resumed_from": result.resumed_from,
-        "exported": {k: str(v) for k, v in result.exported.items()}})
+        "exported": {k: str(v) for k, v in result.exported.items()},
+        "seed": seed, "attempt": attempts.current if attempts else 0,
+        "restarts": attempts.restarts if attempts else []})
     print(f"[colab_utils] outputs in {run.path} (grids/, history.csv, checkpoints/, export/)")
     return result
 
@@ -294,9 +346,14 @@ def _fit_simple(config: TrainConfig, run: RunDir, train_data: SliceSet,
                                     {"simple_baseline": path}), 0)
 
 
-def _restore(model, manager: CheckpointManager, spe: int) -> int | None:
-    """Load the newest valid checkpoint into ``model``; return its step or ``None``."""
+def _restore(model, manager: CheckpointManager, spe: int, attempts: Attempts) -> int | None:
+    """Load the newest valid checkpoint of the current attempt into ``model``; return its
+    step or ``None``. Checkpoints of an earlier attempt (left by a restart that was
+    interrupted) are set aside first."""
     found = manager.latest()
+    if found is not None and found[2].get("attempt", 0) != attempts.current:
+        attempts.set_aside(found[2].get("attempt", 0))
+        found = None
     if found is None:
         return None
     step, arrays, meta = found
@@ -308,3 +365,68 @@ def _restore(model, manager: CheckpointManager, spe: int) -> int | None:
     restore_state(model.state_groups(), arrays,
                   source=str(manager.directory / f"ckpt-{step:09d}"))
     return step
+
+
+class Attempts:
+    """A run's attempts (``RUN/restarts.json``): which one is current (its seed is the
+    run's plus its number), whether it collapsed, and every collapse so far. Moving to
+    the next attempt sets the collapsed one's checkpoints, grids and history aside in
+    ``RUN/attempts/attempt-K/``."""
+
+    def __init__(self, run: RunDir):
+        self.run = run
+        self.path = run.restarts_file
+        record = read_record(self.path)
+        self.current = int(record.get("attempt", 0))
+        self.collapsed = bool(record.get("collapsed", False))
+        self.restarts: list[dict] = list(record.get("restarts", []))
+
+    def seed(self, config: TrainConfig) -> int:
+        return config.seed + self.current
+
+    def _write(self) -> None:
+        write_record(self.path, {"attempt": self.current, "collapsed": self.collapsed,
+                                 "restarts": self.restarts})
+
+    def collapse(self, config: TrainConfig, err: TrainingCollapsed) -> None:
+        """Record that the current attempt collapsed."""
+        self.restarts.append({"attempt": self.current, "seed": self.seed(config),
+                              "epoch": err.epoch, "reasons": err.reasons})
+        self.collapsed = True
+        self._write()
+        print(f"[colab_utils] {self.run.path}: attempt {self.current + 1} (seed "
+              f"{self.seed(config)}) {err}")
+
+    def next(self, config: TrainConfig) -> None:
+        """Move to the next attempt and set the collapsed one aside. The record is written
+        first: an interruption after it leaves the old attempt's files, which
+        :func:`_restore` and :meth:`clear_leftovers` recognise and set aside."""
+        old = self.current
+        self.current, self.collapsed = old + 1, False
+        self._write()
+        print(f"[colab_utils] {self.run.path}: starting again from scratch with seed "
+              f"{self.seed(config)} (restart {self.current} of at most {config.max_restarts})")
+        self.set_aside(old)
+
+    def set_aside(self, attempt: int) -> None:
+        """Move attempt ``attempt``'s outputs into ``attempts/attempt-K/`` (merging with
+        what an interrupted earlier call moved there)."""
+        target = self.run.attempts / f"attempt-{attempt}"
+        target.mkdir(parents=True, exist_ok=True)
+        for path in (self.run.checkpoints, self.run.grids, self.run.history,
+                     self.run.loss_curves, self.run.tensorboard):
+            if not path.exists():
+                continue
+            moved = target / path.name
+            if moved.is_dir() and path.is_dir():
+                for child in path.iterdir():
+                    os.replace(child, moved / child.name)
+                path.rmdir()
+            else:
+                os.replace(path, moved)
+
+    def clear_leftovers(self) -> None:
+        """Before a fresh start of a later attempt: set aside what the previous one left
+        (a restart interrupted between moving its checkpoints and its grids)."""
+        if self.current and any(p.exists() for p in (self.run.grids, self.run.history)):
+            self.set_aside(self.current - 1)

@@ -19,7 +19,7 @@ def translate(generator, images: np.ndarray, batch_size: int = 8) -> np.ndarray:
     """Run a generator on [0, 1] images (N, H, W, C); return [0, 1] float32.
 
     ``generator`` is a Keras model (working in [-1, 1]) or any function of
-    [0, 1] images, such as a :class:`colab_utils.baselines.SimpleBaseline`
+    [0, 1] images, such as a :class:`colab_utils.simple.SimpleBaseline`
     translator.
     """
     if not hasattr(generator, "predict"):
@@ -32,9 +32,8 @@ def translate(generator, images: np.ndarray, batch_size: int = 8) -> np.ndarray:
         def run(chunk):
             return generator(chunk, training=False)
     else:
-        # predict_on_batch reuses the model's compiled predict function without
-        # predict()'s data adapter and callbacks: 0.03 against 0.14 s for an image
-        # grid's two slices at 64 px, four calls per grid, one grid per epoch.
+        # predict_on_batch reuses the compiled predict function without predict()'s
+        # data adapter and callbacks, which cost more than a grid's few slices.
         run = generator.predict_on_batch
     out = np.concatenate([np.asarray(run(x[i:i + batch_size]), np.float32)
                           for i in range(0, len(x), batch_size)])
@@ -65,7 +64,8 @@ def translation_grid(gen_t1_to_t2, gen_t2_to_t1, t1: np.ndarray, t2: np.ndarray,
         rows.append((("T2 input", t2[i]), ("T2→T1", fake_t1[i]), ("T2→T1→T2", rec_t2[i]))
                     + ((("real T1", t1[i]),) if paired else ()))
     n_cols = len(rows[0])
-    fig = Figure(figsize=(2.2 * n_cols, 2.2 * len(rows) + 0.4), dpi=100)
+    title_lines = title.count("\n") + 1 if title else 0
+    fig = Figure(figsize=(2.2 * n_cols, 2.2 * len(rows) + 0.3 * title_lines), dpi=100)
     axes = fig.subplots(len(rows), n_cols, squeeze=False)
     for r, row in enumerate(rows):
         for c, (label, image) in enumerate(row):
@@ -76,7 +76,7 @@ def translation_grid(gen_t1_to_t2, gen_t2_to_t1, t1: np.ndarray, t2: np.ndarray,
             if r < 2 or c == 0:
                 ax.set_title(label, fontsize=8)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, fontsize=12 if title_lines == 1 else 9)
     fig.tight_layout()
     return fig
 
@@ -97,8 +97,21 @@ def _number(value):
         return value
 
 
+def health_caption(logs: dict) -> str:
+    """The collapse check's figures of an epoch (``health_*`` in ``logs``), one line per
+    direction to append to a title; empty when the epoch has none."""
+    parts = []
+    for direction, label in (("t1_to_t2", "T1→T2"), ("t2_to_t1", "T2→T1")):
+        if f"health_ssim_{direction}" in logs:
+            parts.append(f"{label} SSIM {logs[f'health_ssim_{direction}']:.2f} (Simple "
+                         f"{logs[f'health_simple_{direction}']:.2f}), tissue order "
+                         f"{logs[f'health_order_{direction}']:+.2f}")
+    return "".join("\n" + part for part in parts)
+
+
 def loss_curves(history: list[dict]) -> Figure:
-    """Loss curves per epoch: generator terms, discriminator terms, validation.
+    """Loss curves per epoch: generator terms, discriminator terms, validation, and
+    the collapse check's scores (linear scale; the Simple baseline's dashed).
 
     A term missing from some rows (validation runs every ``validate_every``
     epochs) is drawn through the epochs that have it.
@@ -109,6 +122,8 @@ def loss_curves(history: list[dict]) -> Figure:
                                                         "structure_", "supervised_"))],
         "discriminator": [k for k in keys if k.startswith("disc_")],
         "validation": [k for k in keys if k.startswith("val_")],
+        # Masked SSIM and rank correlation on validation slices (colab_utils.health).
+        "collapse check": [k for k in keys if k.startswith("health_")],
     }
     groups = {name: keys for name, keys in groups.items() if keys}
     fig = Figure(figsize=(5 * len(groups), 3.6), dpi=100)
@@ -118,10 +133,14 @@ def loss_curves(history: list[dict]) -> Figure:
             points = [(row["epoch"], row[key]) for row in history
                       if isinstance(row.get(key), float)]
             if points and any(v != 0 for _, v in points):
-                ax.plot(*zip(*points), marker="o", markersize=3, label=key)
+                ax.plot(*zip(*points), marker="o", markersize=3, label=key,
+                        linestyle="--" if "_simple_" in key else "-")
         ax.set_title(name)
         ax.set_xlabel("epoch")
-        ax.set_yscale("log")
+        if name == "collapse check":  # scores in [-1, 1], not losses
+            ax.axhline(0.0, color="grey", linewidth=0.5)
+        else:
+            ax.set_yscale("log")
         ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

@@ -7,11 +7,11 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-
 # The slowest files first: pytest-xdist (see pyproject.toml) sends whole files to its
 # workers in this order (with --no-loadscope-reorder), so the long ones do not come last.
 SLOWEST_FIRST = ("test_training.py", "test_notebooks.py", "test_distribute.py", "test_cli.py",
-                 "test_preprocess.py", "test_registration.py", "test_methods.py", "test_cyclegan.py")
+                 "test_preprocess.py", "test_registration.py", "test_methods.py",
+                 "test_cyclegan.py")
 
 
 def pytest_collection_modifyitems(items):

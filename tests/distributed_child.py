@@ -29,8 +29,8 @@ from colab_utils.cyclegan import ImagePool  # noqa: E402
 from colab_utils.data.toy import write_toy_dataset  # noqa: E402
 from colab_utils.distribute import resolve_strategy  # noqa: E402
 from colab_utils.precision import apply_gradients  # noqa: E402
-from colab_utils.training import train  # noqa: E402
 from colab_utils.presets import smoke_config
+from colab_utils.training import train  # noqa: E402
 
 
 def norm(arrays: dict, keys) -> float:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from colab_utils.config import (DataConfig, Experiment, TrainConfig, all_setting_names)
+from colab_utils.config import DataConfig, Experiment, TrainConfig, all_setting_names
 from colab_utils.presets import PRESETS, method_config, preset, smoke_config
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -142,7 +142,8 @@ def test_bad_comparison_settings_are_refused(overrides, message):
 def test_load_names_the_file_and_the_bad_key(tmp_path):
     path = tmp_path / "config.json"
     path.write_text(json.dumps({"lr": 1e-3, "learning_rate": 1}))
-    with pytest.raises(ValueError, match=r"config.json: unknown config field\(s\) \['learning_rate'\]"):
+    with pytest.raises(ValueError,
+                       match=r"config.json: unknown config field\(s\) \['learning_rate'\]"):
         TrainConfig.load(path)
     path.write_text(json.dumps({"epochs": "many"}))
     with pytest.raises(ValueError, match="config.json: config field 'epochs': expected int"):

@@ -7,10 +7,18 @@ import numpy as np
 import pytest
 
 from colab_utils.compare import compare
-from colab_utils.evaluation import (COLUMNS, HIGHER_IS_BETTER, evaluate, is_current,
-                                    per_subject_means, read_csv, score_predictions, write_csv)
-from colab_utils.training import train
+from colab_utils.evaluation import (
+    COLUMNS,
+    HIGHER_IS_BETTER,
+    evaluate,
+    is_current,
+    per_subject_means,
+    read_csv,
+    score_predictions,
+    write_csv,
+)
 from colab_utils.presets import smoke_config
+from colab_utils.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -185,7 +193,8 @@ def test_an_evaluation_is_current_only_for_the_same_step_store_split_and_policy(
     record_path.write_text(json.dumps(record))
     assert is_current(run, data)
     summary = json.loads((run / "summary.json").read_text())
-    (run / "summary.json").write_text(json.dumps({**summary, "global_step": 1 + summary["global_step"]}))
+    (run / "summary.json").write_text(json.dumps({**summary,
+                                                  "global_step": 1 + summary["global_step"]}))
     assert not is_current(run, data)  # trained further since
 
 

@@ -6,8 +6,7 @@ from scipy.ndimage import gaussian_filter
 from skimage import metrics as skm
 
 from colab_utils import metrics
-from colab_utils.metrics import (PSNR_CAP_DB, all_metrics, mae, mse, mutual_information, psnr,
-                                 ssim)
+from colab_utils.metrics import PSNR_CAP_DB, all_metrics, mae, mse, mutual_information, psnr, ssim
 
 
 def _image(seed=0, size=64):
@@ -42,7 +41,8 @@ def test_known_errors():
     assert mse(reference, estimate, data_range=1) == pytest.approx(0.01)
     assert psnr(reference, estimate, data_range=1) == pytest.approx(20.0)
     # The peak is data_range, not the image maximum: on a 0..255 scale the same error is 28.1 dB.
-    assert psnr(reference, estimate * 255, data_range=255) == pytest.approx(20 * np.log10(255 / 25.5))
+    assert psnr(reference, estimate * 255, data_range=255) == pytest.approx(
+        20 * np.log10(255 / 25.5))
 
 
 @pytest.mark.parametrize("sigma", [0.01, 0.03, 0.1])

@@ -3,7 +3,12 @@ import numpy as np
 import pytest
 
 from colab_utils.models import (
-    NarrowConv2D, patchgan_discriminator, receptive_field, resnet_generator, unet_generator)
+    NarrowConv2D,
+    patchgan_discriminator,
+    receptive_field,
+    resnet_generator,
+    unet_generator,
+)
 
 # junyanz/pytorch-CycleGAN-and-pix2pix ResNet-9, 64 filters, 3 channels, instance
 # norm without affine parameters: 11,378,179 parameters.
@@ -95,7 +100,8 @@ def test_intensity_path_starts_at_zero_and_is_a_per_pixel_function():
 def test_instance_norm_normalises_each_channel_of_each_image():
     g = resnet_generator(image_size=32, filters=8, n_blocks=1)
     probe = keras.Model(g.input, g.get_layer("stem_norm").output)
-    x = np.random.default_rng(1).uniform(-1, 1, (2, 32, 32, 1)).astype("float32") * [[[[1.0]]], [[[5.0]]]]
+    x = np.random.default_rng(1).uniform(-1, 1, (2, 32, 32, 1)).astype("float32")
+    x = x * [[[[1.0]]], [[[5.0]]]]
     y = probe(x).numpy()
     np.testing.assert_allclose(y.mean(axis=(1, 2)), 0, atol=1e-4)
     np.testing.assert_allclose(y.std(axis=(1, 2)), 1, atol=1e-2)
@@ -106,7 +112,8 @@ def test_patchgan_70x70_gives_30x30_scores_at_256():
     assert d.output_shape == (None, 30, 30, 1)
     assert receptive_field(3) == 70
     assert receptive_field(1) == 16
-    assert patchgan_discriminator(image_size=32, n_layers=2, filters=8).output_shape == (None, 6, 6, 1)
+    small = patchgan_discriminator(image_size=32, n_layers=2, filters=8)
+    assert small.output_shape == (None, 6, 6, 1)
 
 
 @pytest.mark.parametrize("n_layers", [1, 2, 3])

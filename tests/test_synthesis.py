@@ -7,11 +7,11 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from scipy.stats import spearmanr
 import pytest
+from scipy.stats import spearmanr
 
-from colab_utils.data.phantom import write_phantom
 from colab_utils.data.axial import from_slice, to_slice
+from colab_utils.data.phantom import write_phantom
 from colab_utils.synthesis import synthesize_volume
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,9 +13,9 @@ from colab_utils.checkpoints import CheckpointManager, CheckpointWarning
 from colab_utils.config import TrainConfig
 from colab_utils.data.toy import toy_slices
 from colab_utils.inference import load_generator
+from colab_utils.presets import smoke_config
 from colab_utils.training import train
 from colab_utils.viz import read_history, translate
-from colab_utils.presets import smoke_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -162,10 +162,9 @@ def test_mixed_bfloat16_training_runs_with_float32_outputs(tmp_path, toy_data):
 
 def test_mixed_float16_uses_loss_scaling(toy_data):
     import keras
+    import tensorflow as tf
 
     from colab_utils.factory import build_model
-
-    import tensorflow as tf
 
     model = build_model(smoke_config(precision="mixed_float16"), 4, "mixed_float16")
     assert isinstance(model.gen_optimizer, keras.optimizers.LossScaleOptimizer)

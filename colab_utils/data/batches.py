@@ -44,7 +44,8 @@ def augment(image, seed, *, image_size: int, jitter_size: int):
         image = tf.image.resize(image, [jitter_size, jitter_size], method="bilinear")
         image = tf.image.stateless_random_crop(image, [image_size, image_size, channels],
                                                seed=seed)
-    return tf.image.stateless_random_flip_left_right(image, seed=seed + tf.constant([0, 1], seed.dtype))
+    flip_seed = seed + tf.constant([0, 1], seed.dtype)
+    return tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
 
 
 def training_dataset(slices: SliceSet, *, batch_size: int, steps_per_epoch: int, seed: int,

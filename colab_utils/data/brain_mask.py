@@ -16,9 +16,9 @@ the mask is refined from the subject's registered image:
    opening that cuts thin bridges, e.g. through a thin skull to the scalp)
    is kept, closed and its holes (ventricles, sulci) filled.
 
-It costs about a second per subject on one core, at 1 mm. A mask whose volume
-is implausible for the template's (outside :data:`VOLUME_RANGE`) falls back
-to the template's mask and says so (QC reports it).
+Its cost and its accuracy on the phantoms are in docs/REGISTRATION.md. A mask
+whose volume is implausible for the template's (outside :data:`VOLUME_RANGE`)
+falls back to the template's mask and says so (QC reports it).
 """
 
 from __future__ import annotations

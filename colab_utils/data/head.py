@@ -23,7 +23,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage
 
-from .template import mni_template, tissue_maps
+from .template import mni_template, mni_template_t2
 
 # The head's box in template (RAS, mm) coordinates: the brain with a scalp around
 # it, the face in front and the neck below.
@@ -34,7 +34,6 @@ TISSUES = {
     "muscle": (0.55, 0.2), "fat": (1.0, 0.75), "skin": (0.55, 0.35),
     "eye": (0.1, 1.0), "cord": (0.6, 0.45),
 }
-BRAIN_T2 = {"csf": 1.0, "gm": 0.55, "wm": 0.3}
 # Shells outward from the brain's envelope (mm): CSF, inner table, marrow, outer table.
 CSF_MM, INNER_TABLE_MM, MARROW_MM, SKULL_MM = 2.5, 4.0, 6.5, 8.0
 SCALP_MM = 15.0  # the head's outline, plus up to 9 mm of temporal muscle
@@ -55,9 +54,7 @@ def brain_contrasts() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The template's T1, a T2-like image of the same brain (CSF bright, grey matter
     mid, white matter dark) and the brain mask, on the template grid."""
     t1, mask, _ = mni_template()
-    maps = tissue_maps()
-    t2 = sum(BRAIN_T2[name] * maps[name] for name in BRAIN_T2)
-    return t1, t2.astype(np.float32), mask
+    return t1, mni_template_t2(), mask
 
 
 def _into_box(volume: np.ndarray, template_affine: np.ndarray, low: np.ndarray,
@@ -86,7 +83,7 @@ def _distance_mm(inside: np.ndarray, outward: bool) -> np.ndarray:
 
 @lru_cache(maxsize=1)
 def head_model() -> Head:
-    """The head (about 4 s to build; cached for the process)."""
+    """The head (built once per process: distance maps on a 2 mm grid)."""
     _, _, template_affine = mni_template()
     low = np.array([lo for lo, _ in HEAD_BOX_MM], np.float64)
     shape = tuple(int(hi - lo + 1) for lo, hi in HEAD_BOX_MM)

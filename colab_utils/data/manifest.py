@@ -1,6 +1,7 @@
 """The data manifest: every data source with its URLs, checksum, licence and access.
 
-``data_manifest.csv`` (at the repository root) has one row per source and the
+``data_manifest.csv`` (at the repository root; an installed package carries a
+copy as package data, made by ``setup.py``) has one row per source and the
 columns ``name, modality, urls, checksum, size_bytes, licence, access, notes``:
 
 * ``urls``: zero or more URLs separated by spaces (mirrors, tried in order);
@@ -18,12 +19,22 @@ from __future__ import annotations
 import csv
 import string
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 COLUMNS = ("name", "modality", "urls", "checksum", "size_bytes", "licence", "access", "notes")
 ACCESS_CHOICES = ("http", "gdrive", "manual", "generated")
 CHECKSUM_LENGTHS = {"md5": 32, "sha256": 64}
-DEFAULT_MANIFEST = Path(__file__).resolve().parents[2] / "data_manifest.csv"
+MANIFEST_NAME = "data_manifest.csv"
+
+
+def default_manifest() -> Path:
+    """The manifest an installed package carries, or the checkout's (an editable install,
+    or running from the repository)."""
+    packaged = resources.files("colab_utils.data") / MANIFEST_NAME
+    if packaged.is_file():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parents[2] / MANIFEST_NAME
 
 
 @dataclass(frozen=True)
@@ -162,7 +173,7 @@ def load_manifest(path=None) -> dict[str, Source]:
     """Read and validate a data manifest.
 
     Args:
-        path: The CSV file; default: ``data_manifest.csv`` at the repository root.
+        path: The CSV file; default: :func:`default_manifest`.
 
     Returns:
         The sources by name, in file order.
@@ -171,7 +182,7 @@ def load_manifest(path=None) -> dict[str, Source]:
         FileNotFoundError: The manifest does not exist.
         ValueError: A malformed row; the message names the file and line.
     """
-    path = Path(DEFAULT_MANIFEST if path is None else path)
+    path = Path(default_manifest() if path is None else path)
     if not path.is_file():
         raise FileNotFoundError(f"data manifest not found: {path}")
     records = _records(path)

@@ -51,7 +51,8 @@ def load_volume(path) -> tuple[np.ndarray, np.ndarray]:
             raise ValueError(f"{path}: expected 2..{MAX_DIM} voxels per axis, got {shape}")
         zooms = _stored_voxel_sizes(path, image)
         if any(not np.isfinite(z) or z <= 0 for z in zooms):
-            raise ValueError(f"{path}: expected positive voxel sizes, got {tuple(map(float, zooms))}")
+            raise ValueError(f"{path}: expected positive voxel sizes, got "
+                             f"{tuple(map(float, zooms))}")
         image = nib.as_closest_canonical(image)
         data = np.asarray(image.dataobj, dtype=np.float32)
     except ValueError:

@@ -31,7 +31,7 @@ from .template import mni_template
 RIM_MM = 3
 # Absolute limits: (lowest, highest) acceptable value of each number.
 LIMITS = {"corr_t1_template": (0.2, 1.0), "volume_scale": (0.5, 1.15),
-          "rim_ratio": (0.0, 0.95), "mask_dice": (0.8, 1.0)}
+          "rim_ratio": (0.0, 0.9), "mask_dice": (0.8, 1.0)}
 # Which side is failure, for the batch-relative judgement.
 BAD_SIDE = {"corr_t1_template": "low", "volume_scale": "both", "rim_ratio": "high",
             "mask_dice": "low"}

@@ -11,8 +11,10 @@ choices make the brain, not the head, drive the fit, whether the input is a
 full head, a skull-stripped volume or a thick-slice clinical scan:
 
 * the metric (Mattes mutual information) is computed only inside the
-  template's brain mask, dilated by :data:`METRIC_MARGIN_MM` so that the
-  brain's boundary with CSF and skull still counts (``SetMetricFixedMask``);
+  template's brain mask (``SetMetricFixedMask``), not dilated: around a real
+  brain lie CSF and skull, bright and dark on a T2, where the template is dark,
+  and a margin let T2 scans match the template's edge to the skull (the brain
+  stretched by a fifth; docs/REGISTRATION.md);
 * the start does not depend on the neck's mass: candidates are the head's top
   (the vertex, found from the image's foreground) placed just above the
   template brain's top, at three pitches of the head, and the images' centres
@@ -33,12 +35,10 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from .template import mni_template
+from ..validation import check_choice
+from .template import mni_template, mni_template_t2
 
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
-# The template brain mask is dilated by this much for the metric: the brain's edge
-# (GM against dark CSF and skull on T1) lies inside the region that is scored.
-METRIC_MARGIN_MM = 8
 # Registration works on images binned to about this voxel size.
 BASE_MM = 2.0
 # The template brain's top is placed this far below the head's top in the vertex
@@ -72,18 +72,16 @@ def from_sitk(image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
     return data, affine
 
 
-@lru_cache(maxsize=1)
-def template_images() -> tuple[sitk.Image, sitk.Image]:
-    """The template as a SimpleITK image, and its metric region: the brain mask dilated
-    by :data:`METRIC_MARGIN_MM`, on the template's grid binned to :data:`BASE_MM`
-    (where registration computes the metric), as an 8-bit image."""
+@lru_cache(maxsize=2)
+def template_images(contrast: str = "t1") -> tuple[sitk.Image, sitk.Image]:
+    """The template of a contrast (``"t1"``, nilearn's; ``"t2"``, made from its tissue
+    maps) as a SimpleITK image, and its metric region: the voxels of the template's
+    grid binned to :data:`BASE_MM` (where registration computes the metric) that hold
+    brain, as an 8-bit image."""
     t1, mask, affine = mni_template()
-    template = to_sitk(t1, affine)
-    coarse_mask = _coarse(to_sitk(mask.astype(np.float32), affine)) > 0
-    radius = METRIC_MARGIN_MM / BASE_MM
-    region = sitk.BinaryDilate(sitk.Cast(coarse_mask, sitk.sitkUInt8), [int(radius)] * 3,
-                               sitk.sitkBall)
-    return template, region
+    template = to_sitk(t1 if contrast == "t1" else mni_template_t2(), affine)
+    region = _coarse(to_sitk(mask.astype(np.float32), affine)) > 0
+    return template, sitk.Cast(region, sitk.sitkUInt8)
 
 
 @dataclass
@@ -104,9 +102,8 @@ def _coarse(image: sitk.Image, mm: float = BASE_MM) -> sitk.Image:
     """The image on a grid of about ``mm``: axes finer than that block-averaged (fast and
     anti-aliased), axes more than twice as coarse (thick slices) interpolated to it.
 
-    Interpolating thick slices matters for two thick-slice scans of one subject: with
-    both on their own 5 mm grids, T2 -> T1 erred by up to 1.3 mm on the thick phantom
-    (0.4 mm this way; docs/REGISTRATION.md).
+    Interpolating thick slices matters for two thick-slice scans of one subject: on
+    their own 5 mm grids, T2 -> T1 erred three times as much (docs/REGISTRATION.md).
     """
     factors = [max(1, int(round(mm / s))) for s in image.GetSpacing()]
     out = image if max(factors) == 1 else sitk.BinShrink(image, factors)
@@ -314,15 +311,39 @@ def register_affine(fixed: sitk.Image, moving: sitk.Image, *,
     return Registration(affine, metric, name)
 
 
-def register_to_template(image: sitk.Image, *, seed: int = 0) -> Registration:
-    """A subject's scan (T1 or T2; full head, brain only or thick slices) registered to
-    the MNI152 template: the transform maps template points to the scan's points."""
-    template, region = template_images()
-    return register_affine(template, image, fixed_mask=region, seed=seed)
+def register_to_template(image: sitk.Image, contrast: str = "t1", *,
+                         seed: int = 0) -> Registration:
+    """A subject's scan (full head, brain only or thick slices) registered to the MNI152
+    template: the transform maps template points to the scan's points.
+
+    A T1 (``contrast="t1"``) is fitted to the template. A T2 has no template of its
+    own in nilearn: it is fitted both to the T1 template and to the T2-like one made
+    from the tissue maps, and the fit whose result correlates better with the T2-like
+    template inside the brain wins. On the phantoms, each failed where the other did
+    not (full-head T2s against the T2-like template, skull-stripped ones against the
+    T1 template; docs/REGISTRATION.md).
+    """
+    check_choice("contrast", contrast, ("t1", "t2"))
+    if contrast == "t1":
+        template, region = template_images("t1")
+        return register_affine(template, image, fixed_mask=region, seed=seed)
+    _, mask, affine = mni_template()
+    reference = template_images("t2")[0]
+    like = mni_template_t2()
+    best = None
+    for name in ("t1", "t2"):
+        template, region = template_images(name)
+        found = register_affine(template, image, fixed_mask=region, seed=seed)
+        moved, _ = from_sitk(resample(image, reference, found.transform))
+        score = masked_correlation(moved, like, mask)
+        if best is None or score > best[0]:
+            found.start = f"{name} template, {found.start}"
+            best = (score, found)
+    return best[1]
 
 
 def brain_region_in(image: sitk.Image, template_to_image: sitk.Transform) -> sitk.Image:
-    """The template's metric region (brain and margin) on ``image``'s registration grid,
+    """The template's metric region (its brain) on ``image``'s registration grid,
     through a fitted template → image transform: where a same-subject registration to
     ``image`` should look."""
     _, region = template_images()

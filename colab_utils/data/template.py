@@ -1,8 +1,11 @@
-"""The MNI152 2009 template (brain only, 1 mm) and its tissue maps, as nilearn ships them.
+"""The MNI152 2009 template (brain only, 1 mm), its tissue maps, and a T2-like template.
 
-The files are read straight from nilearn's package data, so this works
-offline and without importing ``nilearn.datasets`` (3 s of imports that every
-worker process would pay). The brain mask is nilearn's own definition: the
+nilearn ships the template as a T1; :func:`mni_template_t2` makes a T2-like
+image of the same brain from its tissue maps (CSF bright, grey matter mid,
+white matter dark), so that a T2 scan is registered to a template of its own
+contrast. The files are read straight from nilearn's package data, so this works
+offline and without importing ``nilearn.datasets`` (seconds of imports that
+every worker process would pay). The brain mask is nilearn's own definition: the
 template above 0.2 of its maximum (``load_mni152_brain_mask``).
 """
 
@@ -60,3 +63,14 @@ def tissue_maps() -> dict[str, np.ndarray]:
     wm, _ = _load("wm")
     csf = np.clip((t1 > 0.02).astype(np.float32) - gm - wm, 0.0, 1.0)
     return {"csf": csf, "gm": gm, "wm": wm}
+
+
+# T2-like intensities of the tissues (relative; CSF brightest).
+T2_TISSUE = {"csf": 1.0, "gm": 0.55, "wm": 0.3}
+
+
+@lru_cache(maxsize=1)
+def mni_template_t2() -> np.ndarray:
+    """A T2-like image of the template brain on its grid, in [0, 1]."""
+    maps = tissue_maps()
+    return sum(T2_TISSUE[name] * maps[name] for name in T2_TISSUE).astype(np.float32)

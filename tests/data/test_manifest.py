@@ -77,3 +77,45 @@ def test_parse_checksum_round_trip():
     parsed = parse_checksum(" SHA256:" + "AB" * 32)
     assert parsed == Checksum("sha256", "ab" * 32) and str(parsed) == "sha256:" + "ab" * 32
     assert parse_checksum(parsed) is parsed
+
+
+def test_an_installed_wheel_carries_the_manifest(tmp_path):
+    """The notebooks pip-install the package (not editable): built as a wheel and
+    installed outside the checkout, it must still find the IXI sources."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import shutil
+
+    root = Path(__file__).resolve().parents[2]
+    source, wheels, site = tmp_path / "source", tmp_path / "wheels", tmp_path / "site"
+    # Build from a copy of what a clone holds (a build writes build/ and *.egg-info).
+    shutil.copytree(root / "colab_utils", source / "colab_utils",
+                    ignore=shutil.ignore_patterns("__pycache__", "data_manifest.csv"))
+    for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "data_manifest.csv",
+                 "requirements.txt", "README.md"):
+        shutil.copy(root / name, source / name)
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+         "--no-index", "-q", "-w", str(wheels), str(source)],
+        capture_output=True, text=True, cwd=tmp_path)
+    assert build.returncode == 0, build.stderr[-3000:]
+    wheel, = wheels.glob("colab_utils_mri_cyclegan-*.whl")
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q",
+         "--target", str(site), str(wheel)], capture_output=True, text=True, cwd=tmp_path)
+    assert install.returncode == 0, install.stderr[-3000:]
+    assert (site / "colab_utils" / "data" / "data_manifest.csv").is_file()
+    code = ("import colab_utils; from colab_utils.data.manifest import get_source, "
+            "default_manifest; print(colab_utils.__file__); print(default_manifest()); "
+            "print(get_source('ixi-t1').url); print(get_source('ixi-t2').checksum)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(site)})
+    assert run.returncode == 0, run.stderr[-3000:]
+    package, manifest, url, checksum = run.stdout.split()
+    assert package.startswith(str(site)) and manifest.startswith(str(site))
+    assert url.endswith("/IXI-T1.tar") and checksum == "md5:e3140d78730ecdd32ba92da48c0a9aaa"
+    # The packaged copy is the top-level file, not a hand-kept one.
+    assert Path(manifest).read_text() == (root / "data_manifest.csv").read_text()

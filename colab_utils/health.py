@@ -1,0 +1,163 @@
+"""Is a run learning? The collapse check that runs during training.
+
+A CycleGAN can fail without any loss going wrong: the discriminators win early
+and the generators settle on translations that keep the source's tissue order
+(white matter brighter than grey on a "T2"), which a cycle loss is happy
+with (docs/EXPERIMENTS.md). On Colab that costs hours before anyone sees it.
+So after every validated epoch, on a fixed set of validation slices (never
+test), :class:`CollapseCheck` measures for each direction:
+
+* ``health_ssim_*``: the translation's masked SSIM against the real target;
+* ``health_simple_*``: the Simple baseline's, fitted on the training slices in
+  a second (the floor any learned method must clear);
+* ``health_order_*``: the rank correlation (Spearman) between the translation and
+  the real target inside the brain masks. T1 and T2 order the tissues
+  oppositely, so a translation that keeps the source's order correlates
+  negatively with the target whatever its SSIM.
+
+A run has collapsed when, past ``collapse_grace`` epochs, a direction is more
+than :data:`COLLAPSE_MARGIN` below the Simple baseline or its order is
+negative. The figures go to ``history.csv`` (and so to the loss curves and the
+grid's caption); the verdict raises :class:`TrainingCollapsed`, which training
+answers by starting again with the next seed (:func:`colab_utils.training.train`).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from scipy.stats import spearmanr
+
+from .config import DIRECTIONS
+from .data.slices import SliceSet
+from .metrics import ssim
+from .simple import SimpleBaseline
+from .viz import translate
+
+COLLAPSE_MARGIN = 0.1
+# Validation slices the check translates (evenly spaced through the split).
+CHECK_SLICES = 48
+# Brain pixels the rank correlation is computed on (evenly spaced).
+ORDER_PIXELS = 20_000
+
+
+class TrainingFailed(RuntimeError):
+    """A run stopped without a usable model (the message says why and what to do)."""
+
+
+class TrainingCollapsed(RuntimeError):
+    """The collapse check found that a run does not learn the translation."""
+
+    def __init__(self, epoch: int, reasons: list[str]):
+        self.epoch = epoch
+        self.reasons = reasons
+        super().__init__(f"collapsed at epoch {epoch}: {'; '.join(reasons)}")
+
+
+def _subset(slices: SliceSet, count: int) -> SliceSet:
+    n = min(len(slices.t1), len(slices.t2))
+    index = np.unique(np.linspace(0, n - 1, num=min(count, n)).round().astype(int))
+    return SliceSet(slices.t1[index], slices.t2[index], True, slices.source,
+                    mask=slices.mask[index], t2_mask=slices.mask[index])
+
+
+def _mean_ssim(reference: np.ndarray, estimate: np.ndarray, masks: np.ndarray) -> float:
+    scores = [ssim(r, e, data_range=1.0, mask=m) for r, e, m in zip(reference, estimate, masks)
+              if m.any()]
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def contrast_order(reference: np.ndarray, estimate: np.ndarray, masks: np.ndarray) -> float:
+    """Spearman correlation of the two images' intensities over the brain pixels
+    (0 when either is flat there)."""
+    inside = masks.astype(bool)
+    step = max(1, int(inside.sum()) // ORDER_PIXELS)
+    ref, est = reference[inside][::step], estimate[inside][::step]
+    if ref.size < 2 or np.ptp(ref) == 0 or np.ptp(est) == 0:
+        return 0.0  # a flat image orders nothing
+    rho = spearmanr(ref, est)[0]
+    return float(rho) if np.isfinite(rho) else 0.0
+
+
+def usable(val: SliceSet | None) -> bool:
+    """Whether a validation split can be checked: paired, with brain masks."""
+    return val is not None and val.paired and val.mask is not None
+
+
+class CollapseCheck:
+    """Measures a model's translations on validation slices against the Simple baseline.
+
+    Args:
+        val: Paired validation slices with masks (:func:`usable`).
+        train: Training slices (the Simple baseline is fitted on them).
+        grace_epochs: No verdict before this many epochs.
+        epochs: The epochs (from 1) after which training validates; the check runs
+            after those only.
+    """
+
+    def __init__(self, val: SliceSet, train: SliceSet, *, grace_epochs: int, epochs):
+        self.slices = _subset(val, CHECK_SLICES)
+        self.masks = self.slices.mask.astype(bool)
+        self.grace = int(grace_epochs)
+        self.epochs = set(epochs)
+        self.simple = {}
+        baseline = SimpleBaseline.fit(train)
+        for direction in DIRECTIONS:
+            source, target = self._pair(direction)
+            out = baseline.translate(source, self.masks, direction=direction)
+            self.simple[direction] = _mean_ssim(target, out, self.masks)
+        self.last: dict = {}
+
+    def _pair(self, direction):
+        if direction == "t1_to_t2":
+            return self.slices.t1, self.slices.t2
+        return self.slices.t2, self.slices.t1
+
+    def measure(self, model) -> dict:
+        """The check's figures for ``model`` (a two-generator model)."""
+        figures = {}
+        for direction in DIRECTIONS:
+            source, target = self._pair(direction)
+            out = translate(getattr(model, f"gen_{direction}"), source, batch_size=16)
+            out = np.where(self.masks, out, 0.0)
+            figures[f"health_ssim_{direction}"] = _mean_ssim(target, out, self.masks)
+            figures[f"health_simple_{direction}"] = self.simple[direction]
+            figures[f"health_order_{direction}"] = contrast_order(target, out, self.masks)
+        return figures
+
+    @staticmethod
+    def verdict(figures: dict) -> list[str]:
+        """Why the figures mean a collapse (empty: they do not)."""
+        reasons = []
+        for direction in DIRECTIONS:
+            mine, floor = figures[f"health_ssim_{direction}"], figures[f"health_simple_{direction}"]
+            order = figures[f"health_order_{direction}"]
+            if mine < floor - COLLAPSE_MARGIN:
+                reasons.append(f"{direction} masked SSIM {mine:.3f}, more than "
+                               f"{COLLAPSE_MARGIN} below the Simple baseline's {floor:.3f}")
+            if order < 0:
+                reasons.append(f"{direction} keeps the source's tissue order (rank "
+                               f"correlation with the target {order:.2f})")
+        return reasons
+
+    def callbacks(self) -> tuple[keras.callbacks.Callback, keras.callbacks.Callback]:
+        """``(measure, guard)``: put ``measure`` before the history callback (its figures
+        are added to the epoch's logs) and ``guard`` last (it raises
+        :class:`TrainingCollapsed` once the epoch has been recorded)."""
+        check = self
+
+        class Measure(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                check.last = {}
+                if epoch + 1 in check.epochs and logs is not None:
+                    check.last = check.measure(self.model)
+                    logs.update(check.last)
+
+        class Guard(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                if check.last and epoch + 1 > check.grace:
+                    reasons = check.verdict(check.last)
+                    if reasons:
+                        raise TrainingCollapsed(epoch + 1, reasons)
+
+        return Measure(), Guard()

@@ -1,0 +1,223 @@
+"""The collapse check (colab_utils.health) and the restarts it triggers in training."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from colab_utils.checkpoints import CheckpointManager
+from colab_utils.data.slices import SliceSet, load_split
+from colab_utils.data.toy import toy_slices
+from colab_utils.health import CollapseCheck, TrainingCollapsed, TrainingFailed, contrast_order
+from colab_utils.presets import smoke_config
+from colab_utils.rundir import RunDir, read_record
+from colab_utils.training import Attempts, train
+from colab_utils.viz import read_history
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _toy_split(n, seed):
+    t1, t2, mask = toy_slices(n, 32, seed=seed)
+    return SliceSet(t1[..., None], t2[..., None], True, f"toy{seed}",
+                    mask=mask[..., None] > 0, t2_mask=mask[..., None] > 0)
+
+
+def _generators(t1_to_t2, t2_to_t1):
+    return SimpleNamespace(gen_t1_to_t2=t1_to_t2, gen_t2_to_t1=t2_to_t1)
+
+
+def _toy_check(grace=0):
+    return CollapseCheck(_toy_split(12, 1), _toy_split(24, 2), grace_epochs=grace, epochs=[1, 2])
+
+
+def test_check_passes_the_true_toy_translation_and_flags_one_that_keeps_the_source():
+    check = _toy_check()
+    masks = check.masks
+
+    def inverse(x):  # the toy's exact translation (T2 = 1.2 - T1 inside the disc)
+        return np.where(masks, 1.2 - x, 0.0)
+
+    healthy = check.measure(_generators(inverse, inverse))
+    assert healthy["health_ssim_t1_to_t2"] > 0.99 and healthy["health_ssim_t2_to_t1"] > 0.99
+    assert healthy["health_order_t1_to_t2"] == pytest.approx(1.0, abs=1e-6)
+    assert CollapseCheck.verdict(healthy) == []
+
+    def identity(x):  # what a collapsed CycleGAN does: the source's tissue order
+        return x
+
+    collapsed = check.measure(_generators(identity, inverse))
+    reasons = CollapseCheck.verdict(collapsed)
+    assert collapsed["health_order_t1_to_t2"] < -0.9
+    assert any("t1_to_t2 keeps the source's tissue order" in r for r in reasons)
+    assert not any(r.startswith("t2_to_t1") for r in reasons)
+    # The Simple floor is measured on the same slices and does not depend on the model.
+    assert collapsed["health_simple_t1_to_t2"] == healthy["health_simple_t1_to_t2"] > 0.5
+
+
+def test_check_on_phantom_slices_tells_a_good_translation_from_collapsed_ones(store):
+    val, train_split = load_split(store, "val"), load_split(store, "train")
+    check = CollapseCheck(val, train_split, grace_epochs=0, epochs=[1])
+    rng = np.random.default_rng(0)
+    targets = {"t1_to_t2": check.slices.t2, "t2_to_t1": check.slices.t1}
+    near = {d: np.clip(t + rng.normal(0, 0.02, t.shape), 0, 1).astype(np.float32)
+            for d, t in targets.items()}
+    good = check.measure(_generators(lambda x: near["t1_to_t2"], lambda x: near["t2_to_t1"]))
+    assert CollapseCheck.verdict(good) == []
+    assert good["health_ssim_t1_to_t2"] > good["health_simple_t1_to_t2"]
+    assert good["health_order_t1_to_t2"] > 0.9 and good["health_order_t2_to_t1"] > 0.9
+    # Real phantom contrasts order the tissues oppositely: the source as its own
+    # translation is flagged on order both ways.
+    kept = check.measure(_generators(lambda x: x, lambda x: x))
+    assert kept["health_order_t1_to_t2"] < -0.3 and kept["health_order_t2_to_t1"] < -0.3
+    assert sum("tissue order" in r for r in CollapseCheck.verdict(kept)) == 2
+    # A flat grey output: no SSIM to speak of, and no order.
+    flat = check.measure(_generators(lambda x: np.full_like(x, 0.5),
+                                     lambda x: np.full_like(x, 0.5)))
+    assert any("below the Simple baseline" in r for r in CollapseCheck.verdict(flat))
+    assert contrast_order(check.slices.t2, np.full_like(check.slices.t2, 0.5), check.masks) == 0
+
+
+def test_guard_waits_for_the_grace_epochs_and_only_checks_validated_epochs():
+    check = _toy_check(grace=1)
+    measure, guard = check.callbacks()
+    identity = _generators(lambda x: x, lambda x: x)
+    measure.set_model(identity)
+    guard.set_model(identity)
+    logs = {}
+    measure.on_epoch_end(0, logs)  # epoch 1: measured, within the grace period
+    assert logs["health_order_t1_to_t2"] < 0
+    guard.on_epoch_end(0, logs)
+    logs = {}
+    measure.on_epoch_end(2, logs)  # epoch 3 is not validated: nothing measured
+    assert logs == {}
+    guard.on_epoch_end(2, logs)
+    measure.on_epoch_end(1, logs := {})  # epoch 2: validated, past the grace period
+    with pytest.raises(TrainingCollapsed, match="collapsed at epoch 2: t1_to_t2"):
+        guard.on_epoch_end(1, logs)
+
+
+def _short(**overrides):
+    values = dict(validate_every=1, collapse_grace=0, epochs=2, epochs_decay=0,
+                  steps_per_epoch=2, grid_slices=1, tensorboard=False, deterministic=True,
+                  checkpoint_every_steps=2)
+    values.update(overrides)
+    return smoke_config(**values)
+
+
+def test_restart_limit_ends_the_run_with_a_clear_error_and_a_record(tmp_path, store):
+    # Four steps of the smoke CycleGAN are far below Simple: every attempt collapses.
+    run = RunDir(tmp_path / "run")
+    with pytest.raises(TrainingFailed, match=r"did not learn the translation in 2 attempt\(s\) "
+                                             r"\(seeds 0 to 1\); the last collapsed at epoch 1"):
+        train(_short(max_restarts=1), run.path, store, show_inline=False)
+    record = read_record(run.restarts_file)
+    assert record["attempt"] == 1 and record["collapsed"] is True
+    assert [(r["attempt"], r["seed"], r["epoch"]) for r in record["restarts"]] == [(0, 0, 1),
+                                                                                 (1, 1, 1)]
+    # The first attempt's outputs are set aside; the second's stay where they were.
+    assert (run.attempts / "attempt-0" / "checkpoints").is_dir()
+    assert read_history(run.attempts / "attempt-0" / "history.csv")[0]["health_order_t1_to_t2"]
+    assert [r["epoch"] for r in read_history(run.history)] == [1]
+    # Running it again answers at once with the same error; a larger limit goes on.
+    with pytest.raises(TrainingFailed, match=r"in 2 attempt\(s\)"):
+        train(_short(max_restarts=1), run.path, store, show_inline=False)
+    with pytest.raises(TrainingFailed, match=r"in 3 attempt\(s\) \(seeds 0 to 2\)"):
+        train(_short(max_restarts=2), run.path, store, show_inline=False)
+    assert sorted(p.name for p in run.attempts.iterdir()) == ["attempt-0", "attempt-1"]
+
+
+def _collapse_first_attempt(monkeypatch):
+    """The check flags the first verdict only (the seed-0 attempt's), whatever it sees."""
+    calls = []
+
+    def verdict(figures):
+        calls.append(figures)
+        return ["forced for the test"] if len(calls) == 1 else []
+
+    monkeypatch.setattr(CollapseCheck, "verdict", staticmethod(verdict))
+    return calls
+
+
+def _weights(run):
+    step, arrays, meta = CheckpointManager(Path(run) / "checkpoints").latest()
+    return step, arrays, meta
+
+
+def test_restart_is_recorded_and_a_run_killed_during_it_resumes_like_an_uninterrupted_one(
+        tmp_path, store, monkeypatch):
+    config = _short(collapse_grace=0, max_restarts=2)
+    # Reference: what the second attempt must equal, a run with seed 1 and no restart.
+    train(config.replace(seed=1, collapse_check=False), tmp_path / "seed1", store,
+          show_inline=False)
+    _collapse_first_attempt(monkeypatch)
+    # Interrupt the restart after it was recorded, before the old attempt is set aside.
+    original = Attempts.set_aside
+
+    def interrupted(self, attempt):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Attempts, "set_aside", interrupted)
+    run = RunDir(tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        train(config, run.path, store, show_inline=False)
+    assert read_record(run.restarts_file)["attempt"] == 1
+    assert _weights(run.path)[2]["attempt"] == 0  # attempt 0's files still there
+    monkeypatch.setattr(Attempts, "set_aside", original)
+    result = train(config, run.path, store, show_inline=False)
+    assert result.resumed_from is None and result.global_step == result.total_steps == 2
+    summary = run.summary()
+    assert summary["seed"] == 1 and summary["attempt"] == 1
+    assert [(r["attempt"], r["seed"], r["reasons"]) for r in summary["restarts"]] == [
+        (0, 0, ["forced for the test"])]
+    assert (run.attempts / "attempt-0" / "checkpoints").is_dir()
+    step_a, a, _ = _weights(tmp_path / "seed1")
+    step_b, b, meta = _weights(run.path)
+    assert step_a == step_b == 2 and meta["attempt"] == 1 and meta["seed"] == 1
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    # The history is the second attempt's only, with the check's figures each epoch.
+    history = read_history(run.history)
+    assert [r["epoch"] for r in history] == [1, 2]
+    assert all(isinstance(r["health_ssim_t1_to_t2"], float) for r in history)
+
+
+def test_cli_exits_3_with_the_reason_when_no_attempt_learns(tmp_path, store):
+    args = ["train", "--preset", "smoke", "--data", store, "--run-dir", tmp_path / "run",
+            "--steps-per-epoch", 2, "--epochs", 1, "--epochs-decay", 0, "--collapse-grace", 0,
+            "--max-restarts", 0, "--tensorboard", "false"]
+    out = subprocess.run([sys.executable, "-m", "colab_utils", *map(str, args)], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert out.returncode == 3, out.stderr[-3000:]
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "did not learn the translation in 1 attempt(s)" in last
+    assert "Traceback" not in out.stderr
+
+
+def test_report_lists_each_restart_and_the_seed_that_finished(tmp_path):
+    from colab_utils.report import restarts_markdown, restarts_record
+
+    run = RunDir(tmp_path / "cyclegan")
+    run.path.mkdir()
+    (run.summary_file).write_text(json.dumps({"seed": 1, "attempt": 1, "restarts": [
+        {"attempt": 0, "seed": 0, "epoch": 4, "reasons": ["t1_to_t2 keeps the source's "
+                                                          "tissue order"]}]}))
+    quiet = RunDir(tmp_path / "pix2pix")
+    quiet.path.mkdir()
+    quiet.summary_file.write_text(json.dumps({"seed": 0, "restarts": []}))
+    record = restarts_record([run.path, quiet.path])
+    assert list(record) == ["cyclegan"]
+    text = restarts_markdown(record)
+    assert "cyclegan: attempt 1 (seed 0) collapsed at epoch 4: t1_to_t2 keeps" in text
+    assert "cyclegan: trained to the end with seed 1" in text
+
+
+def test_a_store_without_masks_trains_without_the_check(tmp_path, toy_data, capsys):
+    train(_short(epochs=1), tmp_path / "run", toy_data, show_inline=False)
+    assert "training without the collapse check" in capsys.readouterr().out
+    first = read_history(tmp_path / "run" / "history.csv")[0]
+    assert not any(k.startswith("health_") for k in first) and "val_gen_total" in first

@@ -1,0 +1,86 @@
+"""House rules that keep the package easy to change: lint-clean, no import cycles, no
+measurement logs in code comments, a README a newcomer reads in minutes."""
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "colab_utils"
+
+
+def test_ruff_is_clean():
+    paths = ["colab_utils", "tests", "benchmarks", "tools", "notebooks"]
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", *paths], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-1000:]
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """colab_utils modules that ``path`` imports, at module level or inside functions."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[:len(base) - (node.level - 1)]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            candidates = [module] + [f"{module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            candidates = [a.name for a in node.names]
+        else:
+            continue
+        found |= {c for c in candidates if c.startswith("colab_utils")}
+    return found
+
+
+def test_no_import_cycle_between_modules():
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph = {m: {i for i in _imports(p) if i in modules and i != m and not
+                 m.startswith(i + ".")} for m, p in modules.items()}
+    # Packages (__init__) import nothing of their own; drop edges to them.
+    graph = {m: {i for i in deps if not modules[i].name == "__init__.py"}
+             for m, deps in graph.items()}
+    visiting, done = [], set()
+
+    def visit(module):
+        if module in done:
+            return
+        assert module not in visiting, "import cycle: " + " -> ".join(
+            visiting[visiting.index(module):] + [module])
+        visiting.append(module)
+        for dependency in sorted(graph[module]):
+            visit(dependency)
+        visiting.pop()
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module)
+    # The check sees function-level imports: training uses inference, never the reverse.
+    assert "colab_utils.inference" in graph["colab_utils.training"]
+
+
+def test_no_comment_lines_of_measured_figures_in_the_package():
+    figures = re.compile(r"#.*\b0\.\d{2,}.*\b0\.\d{2,}")
+    offending = [f"{p.relative_to(ROOT)}:{i}" for p in PACKAGE.rglob("*.py")
+                 for i, line in enumerate(p.read_text().splitlines(), 1) if figures.search(line)]
+    assert offending == [], "measurements belong in docs/, not comments: " + ", ".join(offending)
+
+
+def test_readme_is_short_and_links_the_documents():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme) <= 20_000
+    for document in ("EXPERIMENTS", "BENCHMARKS", "RELIABILITY", "SCALING", "REGISTRATION"):
+        assert f"docs/{document}.md" in readme
+        assert (ROOT / "docs" / f"{document}.md").is_file()
