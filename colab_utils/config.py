@@ -184,6 +184,9 @@ class TrainConfig(_Settings):
     n_res_blocks: int = 9
     disc_filters: int = 64
     disc_layers: int = 3
+    # Spectrally normalised discriminator convolutions: a stabiliser tried against the
+    # CycleGAN's collapse (docs/EXPERIMENTS.md); off in the papers' recipes.
+    disc_spectral_norm: bool = False
     # ResNet generators: stem features concatenated before the head (models.resnet_generator).
     long_skip: bool = False
     # ResNet generators: a per-pixel intensity path added before the tanh

@@ -45,7 +45,7 @@ def define_discriminator(config: TrainConfig, name: str) -> keras.Model:
     channels = config.channels * (2 if config.model == "pix2pix" else 1)
     return patchgan_discriminator(image_size=config.image_size, channels=channels,
                                   filters=config.disc_filters, n_layers=config.disc_layers,
-                                  name=name)
+                                  spectral_norm=config.disc_spectral_norm, name=name)
 
 
 def _with_policy(policy: str, build):

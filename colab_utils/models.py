@@ -95,12 +95,21 @@ def _instance_norm(name: str, affine: bool):
                                      name=name)
 
 
-def _conv_norm_act(x, filters, kernel, strides, *, norm, affine, act, name, padding="same"):
-    """Convolution, instance normalisation (when ``norm``), activation."""
-    x = layers.Conv2D(
+def _spectral(layer: layers.Layer, spectral: bool, dtype=None) -> layers.Layer:
+    """``layer`` with its kernel divided by its largest singular value in training, or as is."""
+    if not spectral:
+        return layer
+    return layers.SpectralNormalization(layer, dtype=dtype, name=f"{layer.name}_sn")
+
+
+def _conv_norm_act(x, filters, kernel, strides, *, norm, affine, act, name, padding="same",
+                   spectral=False):
+    """Convolution (spectrally normalised when ``spectral``), instance normalisation (when
+    ``norm``), activation."""
+    x = _spectral(layers.Conv2D(
         filters, kernel, strides=strides, padding=padding,
         kernel_initializer=_init(), name=f"{name}_conv",
-    )(x)
+    ), spectral)(x)
     if norm:
         x = _instance_norm(f"{name}_norm", affine)(x)
     if act == "relu":
@@ -284,6 +293,7 @@ def patchgan_discriminator(
     filters: int = 64,
     n_layers: int = 3,
     norm_affine: bool = False,
+    spectral_norm: bool = False,
     name: str = "patchgan_discriminator",
 ) -> keras.Model:
     """PatchGAN discriminator (70×70 receptive field for ``n_layers=3``).
@@ -299,6 +309,9 @@ def patchgan_discriminator(
         n_layers: Stride-2 layers (3 gives the 70×70 PatchGAN; 256 px input
             gives a 30×30 score map).
         norm_affine: Learn scale and offset in instance normalisation.
+        spectral_norm: Spectral normalisation of every convolution (Miyato et al.
+            2018; with instance normalisation kept, as SPADE's discriminators do):
+            Keras' ``SpectralNormalization``, one power iteration per training call.
         name: Model name.
 
     Returns:
@@ -310,10 +323,12 @@ def patchgan_discriminator(
     def conv(x, f, stride, layer_name, layer_norm, act="lrelu", dtype=None):
         x = layers.ZeroPadding2D(1, name=f"{layer_name}_pad")(x)
         if act is None:
-            return NarrowConv2D(f, 4, strides=stride, padding="valid", dtype=dtype,
-                                kernel_initializer=_init(), name=f"{layer_name}_conv")(x)
+            return _spectral(NarrowConv2D(f, 4, strides=stride, padding="valid", dtype=dtype,
+                                          kernel_initializer=_init(),
+                                          name=f"{layer_name}_conv"), spectral_norm, dtype)(x)
         return _conv_norm_act(x, f, 4, stride, norm=layer_norm, affine=norm_affine,
-                              act=act, name=layer_name, padding="valid")
+                              act=act, name=layer_name, padding="valid",
+                              spectral=spectral_norm)
 
     inputs = _input(image_size, channels, "image")
     x = conv(inputs, filters, 2, "layer1", False)

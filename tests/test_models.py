@@ -218,3 +218,33 @@ def test_with_policy_recomputes_a_float32_generator_in_mixed_precision_and_back(
     back = with_policy(mixed, "float32")
     assert {layer.compute_dtype for layer in back.layers[1:]} == {"float32"}
     np.testing.assert_array_equal(back(x).numpy(), reference)
+
+
+def test_spectral_norm_bounds_each_discriminator_kernel_in_training_only():
+    d = patchgan_discriminator(image_size=32, filters=8, n_layers=2, spectral_norm=True)
+    wrapped = [layer for layer in d.layers
+               if isinstance(layer, keras.layers.SpectralNormalization)]
+    assert len(wrapped) == 4  # two stride-2 layers, one stride-1, the scores
+    x = np.random.default_rng(2).uniform(-1, 1, (2, 32, 32, 1)).astype("float32")
+
+    def largest_singular_values():
+        return [np.linalg.svd(np.reshape(w.layer.kernel.numpy(), (-1, w.layer.kernel.shape[-1])),
+                              compute_uv=False)[0] for w in wrapped]
+
+    before = largest_singular_values()
+    d(x, training=False)
+    assert largest_singular_values() == before  # inference leaves the weights alone
+    assert max(before) < 0.7  # the initial kernels (N(0, 0.02)) are not normalised
+    for _ in range(30):  # the power iteration converges over training calls
+        d(x, training=True)
+    np.testing.assert_allclose(largest_singular_values(), 1.0, atol=0.05)
+    plain = patchgan_discriminator(image_size=32, filters=8, n_layers=2)
+    assert len(plain.weights) == len(d.weights) - 4  # one power-iteration vector per conv
+
+
+def test_mixed_precision_spectral_discriminator_scores_in_float32():
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")  # conftest restores float32
+    d = patchgan_discriminator(image_size=32, filters=8, n_layers=2, spectral_norm=True)
+    assert d.get_layer("layer1_conv_sn").compute_dtype == "bfloat16"
+    x = np.zeros((1, 32, 32, 1), "float32")
+    assert d(x, training=True).dtype == "float32"
