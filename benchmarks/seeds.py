@@ -8,7 +8,9 @@ scores each on the validation subjects (never test) and prints one JSON line:
   masked SSIM in either direction, or with the tissue order inverted (rank
   correlation with the real target below 0), or without a model (the restarts did
   not rescue them): gross failures, not fine margins;
-* ``restarts``: collapse restarts, in total; ``per_seed``: each seed's validation
+* ``restarts``: collapse restarts, in total; ``first_attempt_collapsed``: seeds whose
+  first attempt collapsed (the raw failure rate, before restarts); ``per_seed``: each
+  seed's validation
   masked SSIM both ways (mean of the per-subject means), tissue order, restarts and
   the seed it finished with.
 
@@ -117,7 +119,10 @@ def main() -> None:
     config = method_config(base, "cyclegan")
     print(json.dumps({
         "benchmark": "seeds", "preset": "demo", "overrides": overrides, "seeds": args.seeds,
-        "collapsed": collapsed, "restarts": restarts, "max_restarts": config.max_restarts,
+        "collapsed": collapsed, "restarts": restarts,
+        "first_attempt_collapsed": sum(entry["restarts"] > 0 or "error" in entry
+                                       for entry in per_seed),
+        "max_restarts": config.max_restarts,
         "collapse_grace": config.collapse_grace,
         "steps_per_run": config.total_epochs * config.steps_per_epoch,
         "simple": simple, "per_seed": per_seed,

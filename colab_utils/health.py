@@ -1,9 +1,9 @@
 """Is a run learning? The collapse check that runs during training.
 
-A CycleGAN can fail without any loss going wrong: the discriminators win early
-and the generators settle on translations that keep the source's tissue order
-(white matter brighter than grey on a "T2"), which a cycle loss is happy
-with (docs/EXPERIMENTS.md). On Colab that costs hours before anyone sees it.
+A CycleGAN can fail without any loss going wrong: early on, the generators
+settle on translations that keep the source's tissue order (white matter
+brighter than grey on a "T2"), which a cycle loss is happy with, and never
+leave them (docs/EXPERIMENTS.md). On Colab that costs hours before anyone sees it.
 So after every validated epoch, on a fixed set of validation slices (never
 test), :class:`CollapseCheck` measures for each direction:
 
