@@ -140,10 +140,12 @@ class CollapseCheck:
                                f"correlation with the target {order:.2f})")
         return reasons
 
-    def callbacks(self) -> tuple[keras.callbacks.Callback, keras.callbacks.Callback]:
+    def callbacks(self, steps_per_epoch: int) -> tuple[keras.callbacks.Callback,
+                                                       keras.callbacks.Callback]:
         """``(measure, guard)``: put ``measure`` before the history callback (its figures
-        are added to the epoch's logs) and ``guard`` last (it raises
-        :class:`TrainingCollapsed` once the epoch has been recorded)."""
+        are added to the epoch's logs) and ``guard`` after the epoch is recorded, before
+        its checkpoint (it raises :class:`TrainingCollapsed`). An epoch cut short (a stop
+        inside it) is measured but judged only once it is complete."""
         check = self
 
         class Measure(keras.callbacks.Callback):
@@ -155,7 +157,8 @@ class CollapseCheck:
 
         class Guard(keras.callbacks.Callback):
             def on_epoch_end(self, epoch, logs=None):
-                if check.last and epoch + 1 > check.grace:
+                complete = int(self.model.global_step.numpy()) == (epoch + 1) * steps_per_epoch
+                if check.last and complete and epoch + 1 > check.grace:
                     reasons = check.verdict(check.last)
                     if reasons:
                         raise TrainingCollapsed(epoch + 1, reasons)

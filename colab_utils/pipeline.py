@@ -210,25 +210,47 @@ def run_pipeline(experiment: Experiment | None = None, out="runs/phantom", data_
     store = prepare_data(experiment.data, data_dir, timer=timer)
     failed: list[dict] = []
     runs = train_methods(store, out, experiment, timer=timer, failed=failed)
-    evaluate_runs(runs, store, split="val", timer=timer, examples=0)
-    validation = timer("compare (val)", lambda: compare(
-        runs, out / "comparison_val", data=store, split="val",
-        reference=experiment.reference, qualitative_slices=0))
-    evaluate_runs(runs, store, split="test", timer=timer)
-    test = timer("compare (test)", lambda: compare(runs, out / "comparison", data=store,
-                                                   split="test",
-                                                   reference=experiment.reference))
     warnings = [f"{f['method']} has no model: {f['error']}" for f in failed]
-    warnings += (failed_methods(validation.table) if "simple" in experiment.methods else [])
-    machine = machine_record(runs)
+    reference = comparison_reference(runs, experiment.reference)
+    if reference not in (None, experiment.reference):
+        warnings.append(f"the methods are tested against {reference}: "
+                        f"{experiment.reference} has no model")
+    evaluate_runs(runs, store, split="val", timer=timer, examples=0)
+    validation = test = None
+    if reference is not None:
+        validation = timer("compare (val)", lambda: compare(
+            runs, out / "comparison_val", data=store, split="val", reference=reference,
+            qualitative_slices=0))
+        warnings += (failed_methods(validation.table) if "simple" in experiment.methods
+                     else [])
+        evaluate_runs(runs, store, split="test", timer=timer)
+        test = timer("compare (test)", lambda: compare(
+            runs, out / "comparison", data=store, split="test", reference=reference))
+    else:
+        warnings.append(f"no comparison: {len(runs)} method(s) with a model")
     record = {"settings": experiment.to_dict(), "data": str(store), "steps": timer.steps,
               "total_seconds": round(sum(s["seconds"] for s in timer.steps), 1),
-              "report": str(test.report), "warnings": warnings, "machine": machine,
-              "failed": failed, "restarts": restarts_record(runs)}
-    write_record(out / "pipeline.json", {**record, "table": test.table,
-                                         "validation_table": validation.table})
-    pipeline_report(test.report, validation.report, store, record)
+              "report": str(test.report) if test else None, "warnings": warnings,
+              "machine": machine_record(runs), "failed": failed,
+              "restarts": restarts_record(runs)}
+    tables = {"table": test.table if test else [],
+              "validation_table": validation.table if validation else []}
+    write_record(out / "pipeline.json", {**record, **tables})
+    if test is not None:
+        pipeline_report(test.report, validation.report, store, record)
     for warning in warnings:
         timer.log(f"[pipeline] WARNING: {warning}")
-    timer.log(f"[pipeline] report: {test.report}")
-    return {**record, "table": test.table, "validation_table": validation.table}
+    timer.log(f"[pipeline] report: {record['report']}")
+    return {**record, **tables}
+
+
+def comparison_reference(runs, wanted: str) -> str | None:
+    """The method the comparison tests the others against: ``wanted``, or, when its
+    training failed, the first other learned method with a model (``None``: fewer than
+    two runs, nothing to compare)."""
+    if len(runs) < 2:
+        return None
+    methods = [RunDir(run).model() for run in runs]
+    if wanted in methods:
+        return wanted
+    return next((m for m in methods if m != "simple"), methods[0])

@@ -219,8 +219,6 @@ def _train_attempt(config: TrainConfig, run: RunDir, train_data: SliceSet,
 
     manager = CheckpointManager(run.checkpoints, keep=config.keep_checkpoints)
     resumed_from = _restore(model, manager, spe, attempts)
-    if resumed_from is None:
-        attempts.clear_leftovers()
     step = int(model.global_step.numpy())
     print(f"[colab_utils] {config.model} run {run.path}: policy {policy}, "
           f"{describe(strategy)}, {spe} steps/epoch, "
@@ -235,8 +233,8 @@ def _train_attempt(config: TrainConfig, run: RunDir, train_data: SliceSet,
                 "variables": {k: [v.path for v in vs] for k, vs in model.state_groups().items()}}
         manager.save(at_step, collect_state(model.state_groups()), meta)
 
-    callbacks = _callbacks(config, run, val_data, show_inline, save, check)
-    callbacks += list(extra_callbacks)
+    callbacks = _callbacks(config, run, val_data, show_inline, save, spe, check,
+                           extra_callbacks)
     # Validation needs no gradients: a multiple of the batch size of at least
     # VAL_BATCH images per batch (fewer calls). Several replicas: only whole batches,
     # so that no replica gets an empty share.
@@ -267,11 +265,11 @@ def _train_attempt(config: TrainConfig, run: RunDir, train_data: SliceSet,
 
 
 def _callbacks(config: TrainConfig, run: RunDir, val_data: SliceSet, show_inline, save,
-               check=None) -> list:
+               spe: int, check=None, extra=()) -> list:
     grid = cb.ImageGridCallback(
         run.grids, *_fixed_slices(val_data, config.grid_slices), paired=val_data.paired,
         show_inline=cb.in_notebook() if show_inline == "auto" else bool(show_inline))
-    measure, guard = check.callbacks() if check is not None else (None, None)
+    measure, guard = check.callbacks(spe) if check is not None else (None, None)
     callbacks = [cb.NonFiniteLossGuard()]  # first: nothing after it sees a broken step
     if measure is not None:  # before the history, which records its figures
         callbacks.append(measure)
@@ -281,9 +279,12 @@ def _callbacks(config: TrainConfig, run: RunDir, val_data: SliceSet, show_inline
     if config.tensorboard:
         callbacks.append(cb.TensorBoardCallback(run.tensorboard,
                                                 grid if config.grid_slices else None))
-    callbacks.append(cb.CheckpointCallback(save, config.checkpoint_every_steps))
-    if guard is not None:  # last: the epoch is recorded before a collapse stops it
+    callbacks += list(extra)
+    # The guard after everything that records the epoch, before its checkpoint: a
+    # collapsed epoch is never saved as the newest state to resume from.
+    if guard is not None:
         callbacks.append(guard)
+    callbacks.append(cb.CheckpointCallback(save, config.checkpoint_every_steps))
     return callbacks
 
 
@@ -348,8 +349,7 @@ def _fit_simple(config: TrainConfig, run: RunDir, train_data: SliceSet,
 
 def _restore(model, manager: CheckpointManager, spe: int, attempts: Attempts) -> int | None:
     """Load the newest valid checkpoint of the current attempt into ``model``; return its
-    step or ``None``. Checkpoints of an earlier attempt (left by a restart that was
-    interrupted) are set aside first."""
+    step or ``None``. Checkpoints of another attempt are never loaded (set aside)."""
     found = manager.latest()
     if found is not None and found[2].get("attempt", 0) != attempts.current:
         attempts.set_aside(found[2].get("attempt", 0))
@@ -398,23 +398,24 @@ class Attempts:
               f"{self.seed(config)}) {err}")
 
     def next(self, config: TrainConfig) -> None:
-        """Move to the next attempt and set the collapsed one aside. The record is written
-        first: an interruption after it leaves the old attempt's files, which
-        :func:`_restore` and :meth:`clear_leftovers` recognise and set aside."""
-        old = self.current
-        self.current, self.collapsed = old + 1, False
+        """Set the collapsed attempt aside, then record the next one as current. An
+        interruption in between leaves the old attempt recorded as collapsed: the next
+        call sets aside what is left of it and goes on."""
+        self.set_aside(self.current)
+        self.current, self.collapsed = self.current + 1, False
         self._write()
         print(f"[colab_utils] {self.run.path}: starting again from scratch with seed "
               f"{self.seed(config)} (restart {self.current} of at most {config.max_restarts})")
-        self.set_aside(old)
 
     def set_aside(self, attempt: int) -> None:
         """Move attempt ``attempt``'s outputs into ``attempts/attempt-K/`` (merging with
-        what an interrupted earlier call moved there)."""
+        what an interrupted earlier call moved there), its export and evaluations too, so
+        that nothing of a collapsed attempt is evaluated or synthesised from."""
         target = self.run.attempts / f"attempt-{attempt}"
         target.mkdir(parents=True, exist_ok=True)
         for path in (self.run.checkpoints, self.run.grids, self.run.history,
-                     self.run.loss_curves, self.run.tensorboard):
+                     self.run.loss_curves, self.run.tensorboard, self.run.export,
+                     self.run.summary_file, self.run.path / "metrics"):
             if not path.exists():
                 continue
             moved = target / path.name
@@ -425,8 +426,3 @@ class Attempts:
             else:
                 os.replace(path, moved)
 
-    def clear_leftovers(self) -> None:
-        """Before a fresh start of a later attempt: set aside what the previous one left
-        (a restart interrupted between moving its checkpoints and its grids)."""
-        if self.current and any(p.exists() for p in (self.run.grids, self.run.history)):
-            self.set_aside(self.current - 1)

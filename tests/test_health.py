@@ -1,6 +1,7 @@
 """The collapse check (colab_utils.health) and the restarts it triggers in training."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +9,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from colab_utils.checkpoints import CheckpointManager
 from colab_utils.data.slices import SliceSet, load_split
@@ -82,10 +84,11 @@ def test_check_on_phantom_slices_tells_a_good_translation_from_collapsed_ones(st
     assert contrast_order(check.slices.t2, np.full_like(check.slices.t2, 0.5), check.masks) == 0
 
 
-def test_guard_waits_for_the_grace_epochs_and_only_checks_validated_epochs():
+def test_guard_waits_for_the_grace_epochs_and_only_checks_whole_validated_epochs():
     check = _toy_check(grace=1)
-    measure, guard = check.callbacks()
+    measure, guard = check.callbacks(steps_per_epoch=10)
     identity = _generators(lambda x: x, lambda x: x)
+    identity.global_step = tf.Variable(10, dtype="int64")
     measure.set_model(identity)
     guard.set_model(identity)
     logs = {}
@@ -93,10 +96,17 @@ def test_guard_waits_for_the_grace_epochs_and_only_checks_validated_epochs():
     assert logs["health_order_t1_to_t2"] < 0
     guard.on_epoch_end(0, logs)
     logs = {}
+    identity.global_step.assign(30)
     measure.on_epoch_end(2, logs)  # epoch 3 is not validated: nothing measured
     assert logs == {}
     guard.on_epoch_end(2, logs)
-    measure.on_epoch_end(1, logs := {})  # epoch 2: validated, past the grace period
+    # Epoch 2 cut short at step 15 (a stop inside it): measured, not judged.
+    identity.global_step.assign(15)
+    measure.on_epoch_end(1, logs := {})
+    assert logs["health_order_t1_to_t2"] < 0
+    guard.on_epoch_end(1, logs)
+    identity.global_step.assign(20)  # epoch 2 complete, past the grace period
+    measure.on_epoch_end(1, logs := {})
     with pytest.raises(TrainingCollapsed, match="collapsed at epoch 2: t1_to_t2"):
         guard.on_epoch_end(1, logs)
 
@@ -119,8 +129,10 @@ def test_restart_limit_ends_the_run_with_a_clear_error_and_a_record(tmp_path, st
     assert record["attempt"] == 1 and record["collapsed"] is True
     assert [(r["attempt"], r["seed"], r["epoch"]) for r in record["restarts"]] == [(0, 0, 1),
                                                                                  (1, 1, 1)]
-    # The first attempt's outputs are set aside; the second's stay where they were.
-    assert (run.attempts / "attempt-0" / "checkpoints").is_dir()
+    # The first attempt's outputs are set aside; the second's stay where they were. The
+    # collapsed epoch was recorded (grid, history) but not checkpointed.
+    assert (run.attempts / "attempt-0" / "grids" / "epoch_001.png").is_file()
+    assert not (run.attempts / "attempt-0" / "checkpoints").exists()
     assert read_history(run.attempts / "attempt-0" / "history.csv")[0]["health_order_t1_to_t2"]
     assert [r["epoch"] for r in read_history(run.history)] == [1]
     # Running it again answers at once with the same error; a larger limit goes on.
@@ -155,18 +167,22 @@ def test_restart_is_recorded_and_a_run_killed_during_it_resumes_like_an_uninterr
     train(config.replace(seed=1, collapse_check=False), tmp_path / "seed1", store,
           show_inline=False)
     _collapse_first_attempt(monkeypatch)
-    # Interrupt the restart after it was recorded, before the old attempt is set aside.
+    # Interrupt the restart while it sets the old attempt aside: grids moved, history not.
     original = Attempts.set_aside
 
     def interrupted(self, attempt):
+        target = self.run.attempts / f"attempt-{attempt}"
+        target.mkdir(parents=True)
+        os.replace(self.run.grids, target / "grids")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Attempts, "set_aside", interrupted)
     run = RunDir(tmp_path / "run")
     with pytest.raises(KeyboardInterrupt):
         train(config, run.path, store, show_inline=False)
-    assert read_record(run.restarts_file)["attempt"] == 1
-    assert _weights(run.path)[2]["attempt"] == 0  # attempt 0's files still there
+    record = read_record(run.restarts_file)
+    assert record["attempt"] == 0 and record["collapsed"] is True
+    assert run.history.is_file() and not run.grids.exists()
     monkeypatch.setattr(Attempts, "set_aside", original)
     result = train(config, run.path, store, show_inline=False)
     assert result.resumed_from is None and result.global_step == result.total_steps == 2
@@ -174,7 +190,8 @@ def test_restart_is_recorded_and_a_run_killed_during_it_resumes_like_an_uninterr
     assert summary["seed"] == 1 and summary["attempt"] == 1
     assert [(r["attempt"], r["seed"], r["reasons"]) for r in summary["restarts"]] == [
         (0, 0, ["forced for the test"])]
-    assert (run.attempts / "attempt-0" / "checkpoints").is_dir()
+    for name in ("grids", "history.csv"):  # attempt 0's, all set aside
+        assert (run.attempts / "attempt-0" / name).exists(), name
     step_a, a, _ = _weights(tmp_path / "seed1")
     step_b, b, meta = _weights(run.path)
     assert step_a == step_b == 2 and meta["attempt"] == 1 and meta["seed"] == 1
@@ -184,6 +201,22 @@ def test_restart_is_recorded_and_a_run_killed_during_it_resumes_like_an_uninterr
     history = read_history(run.history)
     assert [r["epoch"] for r in history] == [1, 2]
     assert all(isinstance(r["health_ssim_t1_to_t2"], float) for r in history)
+
+
+def test_a_collapsed_attempt_takes_its_export_and_summary_with_it(tmp_path, store,
+                                                                 monkeypatch):
+    # Attempt 0 stops after epoch 1 (exported: a session split), then collapses in epoch 2.
+    _collapse_first_attempt(monkeypatch)
+    config = _short(collapse_grace=1, max_restarts=1)
+    run = RunDir(tmp_path / "run")
+    first = train(config, run.path, store, show_inline=False, stop_at_step=1)
+    assert first.global_step < first.total_steps  # stopped after epoch 1 of 2
+    assert run.generator("t1_to_t2").is_file() and run.summary()["attempt"] == 0
+    final = train(config, run.path, store, show_inline=False)  # collapses, restarts
+    assert run.summary()["attempt"] == 1 and final.global_step == final.total_steps
+    assert (run.attempts / "attempt-0" / "export" / "gen_t1_to_t2.keras").is_file()
+    assert (read_record(run.attempts / "attempt-0" / "summary.json")["global_step"]
+            == first.global_step)
 
 
 def test_cli_exits_3_with_the_reason_when_no_attempt_learns(tmp_path, store):
@@ -221,3 +254,34 @@ def test_a_store_without_masks_trains_without_the_check(tmp_path, toy_data, caps
     assert "training without the collapse check" in capsys.readouterr().out
     first = read_history(tmp_path / "run" / "history.csv")[0]
     assert not any(k.startswith("health_") for k in first) and "val_gen_total" in first
+
+
+def test_the_pipeline_goes_on_without_a_method_that_failed_and_says_so(tmp_path, store,
+                                                                       monkeypatch):
+    from colab_utils import pipeline
+    from colab_utils.presets import preset
+
+    monkeypatch.setattr(pipeline, "prepare_data", lambda *args, **kwargs: store)
+    experiment = preset("smoke", methods=("simple", "cyclegan", "supervised"),
+                        steps_per_epoch=2, epochs=1, epochs_decay=0, collapse_grace=0,
+                        max_restarts=0, tensorboard=False)
+    record = pipeline.run_pipeline(experiment, tmp_path / "runs", tmp_path / "data",
+                                   log=lambda *_: None)
+    assert [f["method"] for f in record["failed"]] == ["cyclegan"]
+    assert "did not learn the translation" in record["failed"][0]["error"]
+    assert "the methods are tested against supervised: cyclegan has no model" in (
+        record["warnings"])
+    assert sorted({row["method"] for row in record["table"]}) == ["simple", "supervised"]
+    report = Path(record["report"]).read_text()
+    assert "cyclegan has no model" in report and "supervised vs" not in report
+    assert "simple vs supervised" in report
+
+
+def test_comparison_reference_falls_back_to_a_learned_method_with_a_model(tmp_path):
+    from colab_utils.pipeline import comparison_reference
+
+    runs = [tmp_path / name for name in ("simple", "pix2pix", "cyclegan_s")]
+    assert comparison_reference(runs, "cyclegan_s") == "cyclegan_s"
+    assert comparison_reference(runs, "cyclegan") == "pix2pix"
+    assert comparison_reference(runs[:1], "cyclegan") is None
+    assert comparison_reference([runs[0], tmp_path / "simple-2"], "cyclegan") == "simple-2"
