@@ -10,7 +10,6 @@ import keras
 import tensorflow as tf
 
 from . import losses
-from .precision import apply_gradients
 from .translation import TranslationModel
 
 LOSS_KEYS = (
@@ -194,20 +193,15 @@ class CycleGAN(TranslationModel):
         # 5. Discriminator loss: real vs. pooled synthetic, per domain.
         # 6. Update both discriminators; count the step; return mean losses.
         real_t1, real_t2 = data
-        with tf.GradientTape() as tape:
-            out = self._generator_losses(real_t1, real_t2, training=True)
-        apply_gradients(self.gen_optimizer, tape, out["gen_total"], self.generator_variables)
-
+        out = self._update_generators(real_t1, real_t2)
         step = self.global_step.value
         pooled_t1 = self.pool_t1(tf.stop_gradient(out["fake_t1"]), step=step)
         pooled_t2 = self.pool_t2(tf.stop_gradient(out["fake_t2"]), step=step)
-        with tf.GradientTape() as tape:
-            out["disc_t1"] = self.disc_adv_loss(self.disc_t1(real_t1, training=True),
-                                                self.disc_t1(pooled_t1, training=True))
-            out["disc_t2"] = self.disc_adv_loss(self.disc_t2(real_t2, training=True),
-                                                self.disc_t2(pooled_t2, training=True))
-            disc_total = out["disc_t1"] + out["disc_t2"]
-        apply_gradients(self.disc_optimizer, tape, disc_total, self.discriminator_variables)
+        out.update(self._update_discriminators(lambda: {
+            "disc_t1": self.disc_adv_loss(self.disc_t1(real_t1, training=True),
+                                          self.disc_t1(pooled_t1, training=True)),
+            "disc_t2": self.disc_adv_loss(self.disc_t2(real_t2, training=True),
+                                          self.disc_t2(pooled_t2, training=True))}))
         self.global_step.assign_add(1)
         return self._update_trackers(out)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import tensorflow as tf
 
 from . import losses
-from .precision import apply_gradients
 from .translation import TranslationModel
 
 PAIRED_LOSS_KEYS = ("gen_total", "supervised_t1_to_t2", "supervised_t2_to_t1",
@@ -85,15 +84,10 @@ class PairedTranslator(TranslationModel):
         # 3. pix2pix: discriminators on (input, real) vs (input, synthetic); update them.
         # 4. Count the step; return mean losses.
         real_t1, real_t2 = data
-        with tf.GradientTape() as tape:
-            out = self._generator_losses(real_t1, real_t2, training=True)
-        apply_gradients(self.gen_optimizer, tape, out["gen_total"], self.generator_variables)
+        out = self._update_generators(real_t1, real_t2)
         if self.adversarial:
-            with tf.GradientTape() as tape:
-                out.update(self._disc_losses(real_t1, real_t2, out["fake_t1"], out["fake_t2"],
-                                             training=True))
-                disc_total = out["disc_t1"] + out["disc_t2"]
-            apply_gradients(self.disc_optimizer, tape, disc_total, self.discriminator_variables)
+            out.update(self._update_discriminators(lambda: self._disc_losses(
+                real_t1, real_t2, out["fake_t1"], out["fake_t2"], training=True)))
         self.global_step.assign_add(1)
         return self._update_trackers(out)
 

@@ -12,6 +12,9 @@ Subclasses supply their losses and steps: :class:`colab_utils.cyclegan.CycleGAN`
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
+
+from .precision import apply_gradients
 
 
 class TranslationModel(keras.Model):
@@ -81,6 +84,22 @@ class TranslationModel(keras.Model):
         if self.disc_optimizer is not None:
             groups["disc_optimizer"] = self.disc_optimizer.variables
         return groups
+
+    def _update_generators(self, real_t1, real_t2) -> dict:
+        """One generator update on the subclass's ``_generator_losses``; returns them."""
+        with tf.GradientTape() as tape:
+            out = self._generator_losses(real_t1, real_t2, training=True)
+        apply_gradients(self.gen_optimizer, tape, out["gen_total"], self.generator_variables)
+        return out
+
+    def _update_discriminators(self, disc_losses) -> dict:
+        """One discriminator update on ``disc_losses()`` (``{"disc_t1", "disc_t2"}``,
+        computed under the tape); returns them."""
+        with tf.GradientTape() as tape:
+            out = disc_losses()
+            total = out["disc_t1"] + out["disc_t2"]
+        apply_gradients(self.disc_optimizer, tape, total, self.discriminator_variables)
+        return out
 
     def _update_trackers(self, out: dict) -> dict:
         for key, tracker in self.trackers.items():
