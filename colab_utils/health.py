@@ -55,8 +55,7 @@ class TrainingCollapsed(RuntimeError):
 
 
 def _subset(slices: SliceSet, count: int) -> SliceSet:
-    n = min(len(slices.t1), len(slices.t2))
-    index = np.unique(np.linspace(0, n - 1, num=min(count, n)).round().astype(int))
+    index = slices.spread(count)
     return SliceSet(slices.t1[index], slices.t2[index], True, slices.source,
                     mask=slices.mask[index], t2_mask=slices.mask[index])
 

@@ -102,8 +102,7 @@ def _record_data(run: RunDir, data, train_data: SliceSet, val_data: SliceSet | N
 
 
 def _fixed_slices(slices: SliceSet, count: int) -> tuple[np.ndarray, np.ndarray]:
-    n = min(len(slices.t1), len(slices.t2))
-    idx = np.unique(np.linspace(0, n - 1, num=min(count, n)).round().astype(int))
+    idx = slices.spread(count)
     return slices.t1[idx], slices.t2[idx]
 
 

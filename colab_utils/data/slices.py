@@ -55,6 +55,12 @@ class SliceSet:
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.t1.shape[1:])
 
+    def spread(self, count: int) -> np.ndarray:
+        """Indices of up to ``count`` rows evenly spaced through the split (rows that
+        both contrasts have)."""
+        n = min(len(self.t1), len(self.t2))
+        return np.unique(np.linspace(0, n - 1, num=min(count, n)).round().astype(int))
+
 
 def to_network(x):
     """Map [0, 1] intensities to the networks' [-1, 1]."""
