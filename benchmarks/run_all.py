@@ -70,7 +70,7 @@ def summary(record: dict) -> tuple[str, str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a check, not a measure")
-    parser.add_argument("--models", default="cyclegan,cyclegan_s,pix2pix,supervised")
+    parser.add_argument("--models", default="cyclegan,unit,cyclegan_s,unit_s,pix2pix,supervised")
     parser.add_argument("--mixed", default="auto", help="mixed policy for the train step")
     parser.add_argument("--torch-python", help="python of a venv with torch==2.13.0")
     parser.add_argument("--only", help="comma-separated script names to run (default: all)")

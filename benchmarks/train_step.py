@@ -1,14 +1,14 @@
 """Train-step throughput at 256×256, batch 1, float32 vs mixed precision, per method.
 
-Prints one JSON line per method (CycleGAN by default; ``--models`` adds
-CycleGAN_s, pix2pix and the supervised generator, each at its paper
-architecture). Each (method, precision) runs in its own process (the dtype
+Prints one JSON line per method (CycleGAN by default, with UNIT's figures in
+the same line; ``--models`` adds CycleGAN_s, UNIT_s, pix2pix and the supervised
+generator, each at its paper architecture). Each (method, precision) runs in its own process (the dtype
 policy and thread pools are process-wide). With --torch-python, the PyTorch
 reference (benchmarks/torch_reference.py, CycleGAN) runs in the same
 sitting for a ratio.
 
     python benchmarks/train_step.py [--size 256] [--steps 5] [--rounds 3] [--torch-python PATH]
-    python benchmarks/train_step.py --models cyclegan,cyclegan_s,pix2pix,supervised
+    python benchmarks/train_step.py --models cyclegan,unit,cyclegan_s,unit_s,pix2pix,supervised
 
 fp32_vs_torch > 1 means the Keras float32 step is faster than PyTorch's.
 """
@@ -100,16 +100,28 @@ def main() -> None:
                              "mixed_float16 on tensor-core GPUs)")
     parser.add_argument("--torch-python", help="python of a venv with torch, to run the "
                         "PyTorch reference in the same sitting")
-    parser.add_argument("--models", default="cyclegan",
-                        help="comma-separated methods: cyclegan, cyclegan_s, pix2pix, supervised")
+    parser.add_argument("--models", default="cyclegan,unit",
+                        help="comma-separated methods: cyclegan, unit, cyclegan_s, unit_s, "
+                             "pix2pix, supervised (UNIT's figures join CycleGAN's line)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--model", default="cyclegan", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(measure(args.child, args.size, args.steps, args.warmup, args.model)))
         return
-    for model in args.models.split(","):
-        print(json.dumps(compare(args, model.strip())), flush=True)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    joined = "cyclegan" in models and "unit" in models
+    unit = compare(args, "unit") if joined else None
+    for model in models:
+        if joined and model == "unit":
+            continue
+        result = compare(args, model)
+        if joined and model == "cyclegan":
+            result.update({f"unit_{key}": unit[key] for key in (
+                "fp32_s_per_step", "mixed_s_per_step", "mixed_speedup", "fp32_peak_rss_mb")})
+            result["unit_over_cyclegan_fp32"] = round(
+                unit["fp32_s_per_step"] / result["fp32_s_per_step"], 2)
+        print(json.dumps(result), flush=True)
 
 
 def compare(args, model: str) -> dict:
@@ -126,7 +138,8 @@ def compare(args, model: str) -> dict:
     mixed_s = statistics.median(r["s_per_step"] for r in runs["mixed"])
     result = {
         "benchmark": "train_step", "model": model, "size": args.size, "batch": 1,
-        "generator": "unet_256" if model == "pix2pix" else "resnet_9blocks",
+        "generator": {"pix2pix": "unet_256", "unit": "unit_resnet_4+4blocks",
+                      "unit_s": "unit_resnet_4+4blocks"}.get(model, "resnet_9blocks"),
         "rounds": args.rounds,
         "fp32_s_per_step": round(fp32_s, 3),
         "mixed_s_per_step": round(mixed_s, 3),

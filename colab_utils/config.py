@@ -29,8 +29,9 @@ from .fileio import atomic_write_bytes
 from .validation import check_choice
 
 DIRECTIONS = ("t1_to_t2", "t2_to_t1")
-MODELS = ("cyclegan", "cyclegan_s", "pix2pix", "supervised", "simple")
-PAIRED_MODELS = ("cyclegan_s", "pix2pix", "supervised")
+MODELS = ("cyclegan", "cyclegan_s", "unit", "unit_s", "pix2pix", "supervised", "simple")
+PAIRED_MODELS = ("cyclegan_s", "unit_s", "pix2pix", "supervised")
+UNIT_MODELS = ("unit", "unit_s")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "default", "mirrored", "tpu", "multiworker")
 SOURCES = ("phantom", "ixi", "folder", "gdrive")
@@ -198,7 +199,11 @@ class TrainConfig(_Settings):
     # Structure consistency (MIND) between each input and its translation, in the
     # CycleGANs; unpaired. 0 in the CycleGAN paper (losses.structure_loss).
     lambda_structure: float = 0.0
-    # Paired L1 weights: CycleGAN_s's supervised term; pix2pix's L1 term.
+    # UNIT's loss weights λ0..λ4 (GAN, VAE KL, VAE L1, cycle KL, cycle L1; its paper's).
+    unit_weights: tuple = (10.0, 0.1, 100.0, 0.1, 100.0)
+    # UNIT's learning rate is lr times this (its paper's 1e-4 against CycleGAN's 2e-4).
+    unit_lr_factor: float = 0.5
+    # Paired L1 weights: the supervised term of CycleGAN_s and UNIT_s; pix2pix's L1 term.
     lambda_supervised: float = 10.0
     lambda_l1: float = 100.0
     pool_size: int = 50
@@ -256,13 +261,20 @@ class TrainConfig(_Settings):
 
     @property
     def checks_collapse(self) -> bool:
-        """Whether the collapse check runs (the CycleGANs' failure: colab_utils.health)."""
+        """Whether the collapse check runs (the CycleGANs' failure: colab_utils.health).
+        Not on UNIT: its translations trail Simple for far longer than the check's grace
+        in short runs (docs/EXPERIMENTS.md), so the verdict would not mean collapse."""
         return self.collapse_check and self.model in ("cyclegan", "cyclegan_s")
 
     @property
     def gan_mode(self) -> str:
-        """BCE for pix2pix (its paper), LSGAN otherwise (CycleGAN's)."""
-        return "bce" if self.model == "pix2pix" else "lsgan"
+        """BCE for pix2pix and UNIT (their papers), LSGAN otherwise (CycleGAN's)."""
+        return "bce" if self.model in ("pix2pix", *UNIT_MODELS) else "lsgan"
+
+    @property
+    def model_lr(self) -> float:
+        """The learning rate of this run's model (UNIT's is scaled, :attr:`unit_lr_factor`)."""
+        return self.lr * (self.unit_lr_factor if self.model in UNIT_MODELS else 1.0)
 
     def validated(self) -> TrainConfig:
         """Return self after checking every field; raise ``ValueError`` naming the bad one."""
@@ -295,9 +307,15 @@ class TrainConfig(_Settings):
         if self.total_epochs < 1:
             raise ValueError("config fields 'epochs' + 'epochs_decay': expected at least 1 "
                              f"epoch in total, got {self.epochs} + {self.epochs_decay}")
-        if self.model == "cyclegan_s" and self.lambda_supervised <= 0:
-            raise ValueError("config field 'lambda_supervised': model 'cyclegan_s' needs a "
+        if self.model in ("cyclegan_s", "unit_s") and self.lambda_supervised <= 0:
+            raise ValueError(f"config field 'lambda_supervised': model {self.model!r} needs a "
                              f"positive supervised weight, got {self.lambda_supervised}")
+        _check_number("unit_lr_factor", self.unit_lr_factor, lower=0, inclusive=False)
+        if len(self.unit_weights) != 5 or any(
+                isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0
+                for w in self.unit_weights):
+            raise ValueError("config field 'unit_weights': expected five non-negative numbers "
+                             f"(λ0..λ4), got {self.unit_weights}")
         return self
 
     @classmethod
@@ -322,12 +340,15 @@ class Experiment:
 
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    methods: tuple[str, ...] = ("simple", "supervised", "pix2pix", "cyclegan", "cyclegan_s")
+    methods: tuple[str, ...] = ("simple", "supervised", "pix2pix", "cyclegan", "cyclegan_s",
+                                "unit", "unit_s")
     # The method the others are tested against.
     reference: str = "cyclegan"
     # CycleGAN's epochs are this many times longer (unpaired, it learns slower than the
     # methods that see pairs; steps_per_epoch 0, every slice, stays so).
     cyclegan_step_factor: float = 1.0
+    # UNIT's and UNIT_s's epochs are this many times as long (a time budget: the demo's).
+    unit_step_factor: float = 1.0
 
     def validated(self) -> Experiment:
         self.data.validated()
@@ -338,19 +359,20 @@ class Experiment:
             raise ValueError(f"methods: expected at least two different methods, got "
                              f"{list(self.methods)}")
         check_choice("reference", self.reference, tuple(self.methods))
-        if not self.cyclegan_step_factor > 0:
-            raise ValueError(f"cyclegan_step_factor: expected > 0, got "
-                             f"{self.cyclegan_step_factor}")
+        for name in ("cyclegan_step_factor", "unit_step_factor"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}: expected > 0, got {getattr(self, name)}")
         return self
 
     @staticmethod
     def own_fields() -> tuple[str, ...]:
-        return ("methods", "reference", "cyclegan_step_factor")
+        return ("methods", "reference", "cyclegan_step_factor", "unit_step_factor")
 
     def to_dict(self) -> dict:
         return {"data": self.data.to_dict(), "train": self.train.to_dict(),
                 "methods": list(self.methods), "reference": self.reference,
-                "cyclegan_step_factor": self.cyclegan_step_factor}
+                "cyclegan_step_factor": self.cyclegan_step_factor,
+                "unit_step_factor": self.unit_step_factor}
 
     def with_overrides(self, **values) -> Experiment:
         """A copy with settings changed by name (each name is unique in the tree);
@@ -378,7 +400,8 @@ class Experiment:
         if isinstance(own["methods"], str):
             own["methods"] = tuple(m.strip() for m in own["methods"].split(",") if m.strip())
         return Experiment(data, train, tuple(own["methods"]), str(own["reference"]),
-                          float(own["cyclegan_step_factor"])).validated()
+                          float(own["cyclegan_step_factor"]),
+                          float(own["unit_step_factor"])).validated()
 
 
 def all_setting_names() -> tuple[str, ...]:

@@ -197,11 +197,8 @@ class CycleGAN(TranslationModel):
         step = self.global_step.value
         pooled_t1 = self.pool_t1(tf.stop_gradient(out["fake_t1"]), step=step)
         pooled_t2 = self.pool_t2(tf.stop_gradient(out["fake_t2"]), step=step)
-        out.update(self._update_discriminators(lambda: {
-            "disc_t1": self.disc_adv_loss(self.disc_t1(real_t1, training=True),
-                                          self.disc_t1(pooled_t1, training=True)),
-            "disc_t2": self.disc_adv_loss(self.disc_t2(real_t2, training=True),
-                                          self.disc_t2(pooled_t2, training=True))}))
+        out.update(self._update_discriminators(lambda: self._disc_losses(
+            real_t1, real_t2, pooled_t1, pooled_t2, training=True)))
         self.global_step.assign_add(1)
         return self._update_trackers(out)
 
@@ -210,6 +207,6 @@ class CycleGAN(TranslationModel):
         # translation errors (meaningful when the batch is paired).
         real_t1, real_t2 = data
         out = self._generator_losses(real_t1, real_t2, training=False)
-        out["disc_t1"] = self.disc_adv_loss(self.disc_t1(real_t1), self.disc_t1(out["fake_t1"]))
-        out["disc_t2"] = self.disc_adv_loss(self.disc_t2(real_t2), self.disc_t2(out["fake_t2"]))
+        out.update(self._disc_losses(real_t1, real_t2, out["fake_t1"], out["fake_t2"],
+                                     training=False))
         return self._update_trackers(out)

@@ -2,7 +2,9 @@
 
 :func:`build_model` is the one place a :class:`~colab_utils.config.TrainConfig`
 becomes networks: ``cyclegan`` and ``cyclegan_s`` get ResNet generators and
-PatchGANs (:class:`~colab_utils.cyclegan.CycleGAN`); ``supervised`` the ResNet
+PatchGANs (:class:`~colab_utils.cyclegan.CycleGAN`); ``unit`` and ``unit_s`` the
+ResNet generator's halves as encoders and generators with shared layers, and
+the same PatchGANs (:class:`~colab_utils.unit.UNIT`); ``supervised`` the ResNet
 generators alone and ``pix2pix`` U-Nets with conditional PatchGANs
 (:class:`~colab_utils.paired.PairedTranslator`).
 """
@@ -11,13 +13,14 @@ from __future__ import annotations
 
 import keras
 
-from .config import TrainConfig
+from .config import UNIT_MODELS, TrainConfig
 from .cyclegan import CycleGAN
-from .models import patchgan_discriminator, resnet_generator, unet_generator
+from .models import patchgan_discriminator, resnet_generator, unet_generator, unit_networks
 from .paired import PairedTranslator
 from .precision import apply_policy, make_optimizer
 from .schedules import LinearDecay
 from .translation import TranslationModel
+from .unit import UNIT
 
 
 def unet_depth(image_size: int) -> int:
@@ -64,7 +67,8 @@ def build_model(config: TrainConfig, steps_per_epoch: int,
 
     The dtype policy applies to the networks built here only; Keras' global
     policy is restored afterwards. Both optimizers follow CycleGAN's schedule
-    (:class:`~colab_utils.schedules.LinearDecay`) in steps of ``steps_per_epoch``.
+    (:class:`~colab_utils.schedules.LinearDecay`) in steps of ``steps_per_epoch``, from
+    the model's learning rate (:attr:`~colab_utils.config.TrainConfig.model_lr`).
     """
     if config.model == "simple":
         raise ValueError("model 'simple' has no networks to build; the Simple baseline is "
@@ -72,6 +76,16 @@ def build_model(config: TrainConfig, steps_per_epoch: int,
     adversarial = config.model != "supervised"
 
     def build():
+        if config.model in UNIT_MODELS:
+            return UNIT(
+                unit_networks(image_size=config.image_size, channels=config.channels,
+                              filters=config.gen_filters, n_blocks=config.n_res_blocks),
+                define_discriminator(config, "disc_t1"), define_discriminator(config, "disc_t2"),
+                weights=config.unit_weights,
+                lambda_supervised=(config.lambda_supervised if config.model == "unit_s"
+                                   else 0.0),
+                gan_mode=config.gan_mode, image_size=config.image_size,
+                channels=config.channels, seed=config.seed, name="unit")
         generators = (define_generator(config, "gen_t1_to_t2"),
                       define_generator(config, "gen_t2_to_t1"))
         discriminators = ((define_discriminator(config, "disc_t1"),
@@ -91,7 +105,7 @@ def build_model(config: TrainConfig, steps_per_epoch: int,
     model = _with_policy(policy, build)
 
     def optimizer():
-        schedule = LinearDecay(config.lr, config.epochs * steps_per_epoch,
+        schedule = LinearDecay(config.model_lr, config.epochs * steps_per_epoch,
                                config.epochs_decay * steps_per_epoch)
         return make_optimizer(policy, schedule, config.beta_1, config.beta_2)
 

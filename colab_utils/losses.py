@@ -1,4 +1,4 @@
-"""Loss functions for CycleGAN, CycleGAN_s, pix2pix and supervised training.
+"""Loss functions for CycleGAN, CycleGAN_s, UNIT, UNIT_s, pix2pix and supervised training.
 
 All are pure functions of tensors that return a float32 scalar: the mean over
 every element of the batch. Discriminator outputs are unbounded scores
@@ -77,6 +77,16 @@ def identity_loss(real, same):
 def supervised_loss(target, translated):
     """Supervised L1 between a translation and its paired ground truth."""
     return l1(target, translated)
+
+
+def kl_loss(mean):
+    """UNIT's KL term for a latent code ``z ~ N(mean, I)`` against the prior ``N(0, I)``.
+
+    The divergence is ``0.5 · Σ mean²``; as in UNIT's implementation it is taken as
+    ``mean(mean²)`` over every element, so its weight does not depend on the latent
+    size (the paper's λ1 = λ3 = 0.1 are weights of this mean).
+    """
+    return ops.mean(ops.square(_f32(mean)))
 
 
 # The four neighbours (row, column offsets) of the 2-D MIND descriptor.

@@ -1,4 +1,5 @@
-"""Network builders: ResNet and U-Net generators, PatchGAN discriminator.
+"""Network builders: ResNet and U-Net generators, UNIT's encoders and generators,
+PatchGAN discriminator.
 
 Every builder takes all of its settings as arguments and returns a functional
 ``keras.Model`` in NHWC layout. Generators end in ``tanh`` (values in [-1, 1])
@@ -143,6 +144,30 @@ def _upsample(x, filters, *, norm, affine, name):
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
+def _resnet_down(inputs, filters, *, norm, affine):
+    """The ResNet generator's stem and two stride-2 convolutions: (H, W) → (H/4, W/4, 4f);
+    returns that and the stem's (H, W, f) features."""
+    x = ReflectionPadding2D(3, name="stem_pad")(inputs)
+    x = stem = _conv_norm_act(x, filters, 7, 1, act="relu", name="stem", padding="valid",
+                              norm=norm, affine=affine)
+    x = _conv_norm_act(x, filters * 2, 3, 2, act="relu", name="down1", norm=norm, affine=affine)
+    x = _conv_norm_act(x, filters * 4, 3, 2, act="relu", name="down2", norm=norm, affine=affine)
+    return x, stem
+
+
+def _resnet_up(x, filters, *, norm, affine):
+    """The ResNet generator's two upsamplings: (H/4, W/4) → (H, W, f)."""
+    x = _upsample(x, filters * 2, name="up1", norm=norm, affine=affine)
+    return _upsample(x, filters, name="up2", norm=norm, affine=affine)
+
+
+def _resnet_head(x, channels):
+    """Reflection pad and 7×7 convolution to the image's channels (before the tanh)."""
+    x = ReflectionPadding2D(3, name="head_pad")(x)
+    return NarrowConv2D(channels, 7, padding="valid", kernel_initializer=_init(),
+                        name="head_conv")(x)
+
+
 def _input(image_size, channels, name):
     if image_size is not None and (not isinstance(image_size, int) or image_size <= 0):
         raise ValueError(f"image_size: expected a positive int or None, got {image_size!r}")
@@ -199,22 +224,15 @@ def resnet_generator(
     kw = dict(norm=True, affine=norm_affine)
 
     inputs = _input(image_size, channels, "image")
-    x = ReflectionPadding2D(3, name="stem_pad")(inputs)
-    x = stem = _conv_norm_act(x, filters, 7, 1, act="relu", name="stem", padding="valid", **kw)
-    # (batch, H, W, f)
-    x = _conv_norm_act(x, filters * 2, 3, 2, act="relu", name="down1", **kw)
-    x = _conv_norm_act(x, filters * 4, 3, 2, act="relu", name="down2", **kw)
+    x, stem = _resnet_down(inputs, filters, **kw)
     # (batch, H/4, W/4, 4f)
     for i in range(n_blocks):
         x = _residual_block(x, filters * 4, dropout=dropout, name=f"res{i + 1}", **kw)
-    x = _upsample(x, filters * 2, name="up1", **kw)
-    x = _upsample(x, filters, name="up2", **kw)
+    x = _resnet_up(x, filters, **kw)
     # (batch, H, W, f)
     if long_skip:
         x = layers.Concatenate(name="long_skip")([x, stem])
-    x = ReflectionPadding2D(3, name="head_pad")(x)
-    x = NarrowConv2D(channels, 7, padding="valid", kernel_initializer=_init(),
-                     name="head_conv")(x)
+    x = _resnet_head(x, channels)
     if intensity_path:
         p = inputs
         for i in (1, 2):
@@ -224,6 +242,73 @@ def resnet_generator(
         x = layers.Add(name="intensity_add")([x, p])
     outputs = layers.Activation("tanh", dtype="float32", name="tanh")(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+def unit_networks(
+    *,
+    image_size: int | None = 256,
+    channels: int = 1,
+    filters: int = 64,
+    n_blocks: int = 8,
+) -> dict[str, keras.Model]:
+    """UNIT's encoders and generators (Liu et al. 2017), with a shared latent space.
+
+    Built from the ResNet generator's parts, split at its bottleneck:
+    ``enc_t1``/``enc_t2`` (stem, two downsamplings, residual blocks) and then
+    ``enc_shared`` (one residual block, shared by both domains) give the
+    latent mean (batch, H/4, W/4, 4f); ``dec_shared`` (one residual block,
+    shared) and then ``dec_t1``/``dec_t2`` (residual blocks, two upsamplings,
+    7×7 head, ``tanh``) map a latent code to an image. Half of ``n_blocks``
+    (at least one) is on each side, so 8 gives UNIT's four residual blocks in
+    each encoder and generator. The shared parts are single models, used by
+    both domains: one set of variables.
+
+    Returns:
+        ``{"enc_t1", "enc_t2", "enc_shared", "dec_shared", "dec_t1", "dec_t2"}``.
+    """
+    if n_blocks < 0:
+        raise ValueError(f"n_blocks: expected >= 0, got {n_blocks}")
+    if image_size is not None and image_size % 4:
+        raise ValueError(f"image_size: expected a multiple of 4, got {image_size}")
+    kw = dict(norm=True, affine=False)
+    half = max(1, n_blocks // 2)
+    latent_size = None if image_size is None else image_size // 4
+    width = filters * 4
+
+    def encoder(domain):
+        inputs = _input(image_size, channels, "image")
+        x, _ = _resnet_down(inputs, filters, **kw)
+        for i in range(half - 1):
+            x = _residual_block(x, width, dropout=0.0, name=f"res{i + 1}", **kw)
+        return keras.Model(inputs, x, name=f"enc_{domain}")
+
+    def shared(name):
+        inputs = keras.Input(shape=(latent_size, latent_size, width), name="features")
+        return keras.Model(inputs, _residual_block(inputs, width, dropout=0.0, name="res",
+                                                   **kw), name=name)
+
+    def decoder(domain):
+        inputs = keras.Input(shape=(latent_size, latent_size, width), name="features")
+        x = inputs
+        for i in range(half - 1):
+            x = _residual_block(x, width, dropout=0.0, name=f"res{i + 1}", **kw)
+        x = _resnet_head(_resnet_up(x, filters, **kw), channels)
+        outputs = layers.Activation("tanh", dtype="float32", name="tanh")(x)
+        return keras.Model(inputs, outputs, name=f"dec_{domain}")
+
+    return {"enc_t1": encoder("t1"), "enc_t2": encoder("t2"),
+            "enc_shared": shared("enc_shared"), "dec_shared": shared("dec_shared"),
+            "dec_t1": decoder("t1"), "dec_t2": decoder("t2")}
+
+
+def chain(parts, *, image_size: int | None, channels: int, name: str) -> keras.Model:
+    """One model that runs ``parts`` (models) in order on an image; it holds the parts
+    themselves, so their variables are shared with every other chain of them."""
+    inputs = _input(image_size, channels, "image")
+    x = inputs
+    for part in parts:
+        x = part(x)
+    return keras.Model(inputs, x, name=name)
 
 
 def unet_generator(

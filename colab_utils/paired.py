@@ -67,16 +67,8 @@ class PairedTranslator(TranslationModel):
         # (batch, H, W, 2C): what the conditional discriminator judges.
         return tf.concat([tf.cast(condition, tf.float32), tf.cast(image, tf.float32)], axis=-1)
 
-    def _disc_losses(self, real_t1, real_t2, fake_t1, fake_t2, training):
-        fake_t1, fake_t2 = tf.stop_gradient(fake_t1), tf.stop_gradient(fake_t2)
-        return {
-            "disc_t2": self.disc_adv_loss(
-                self.disc_t2(self._pair(real_t1, real_t2), training=training),
-                self.disc_t2(self._pair(real_t1, fake_t2), training=training)),
-            "disc_t1": self.disc_adv_loss(
-                self.disc_t1(self._pair(real_t2, real_t1), training=training),
-                self.disc_t1(self._pair(real_t2, fake_t1), training=training)),
-        }
+    def _judge(self, domain, source, image, training):
+        return getattr(self, f"disc_{domain}")(self._pair(source, image), training=training)
 
     def train_step(self, data):
         # 1. Translate both ways; L1 to the paired targets (+ adversarial for pix2pix).

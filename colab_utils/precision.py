@@ -78,9 +78,12 @@ def apply_gradients(optimizer, tape, loss, variables) -> None:
 
 
 def compute_policy(model) -> str:
-    """The dtype policy a model's layers compute in (its first layer after the input)."""
+    """The dtype policy a model's layers compute in (its first layer after the input,
+    looked for inside a nested model)."""
     layer = next(layer for layer in model.layers
                  if not isinstance(layer, keras.layers.InputLayer))
+    if isinstance(layer, keras.Model):
+        return compute_policy(layer)
     return layer.dtype_policy.name
 
 
@@ -98,15 +101,25 @@ def with_policy(model, policy: str):
 
     check_choice("dtype policy", policy, POLICIES)
     config = copy.deepcopy(model.get_config())
-    entries = config["output_layers"]
-    entries = [entries] if entries and isinstance(entries[0], str) else entries
-    outputs = {entry[0] for entry in entries}
     policy_config = keras.dtype_policies.serialize(keras.DTypePolicy(policy))
     float32_config = keras.dtype_policies.serialize(keras.DTypePolicy("float32"))
-    for layer in config["layers"]:
-        if layer["class_name"] == "InputLayer":
-            continue
-        layer["config"]["dtype"] = float32_config if layer["name"] in outputs else policy_config
+
+    def set_policies(config):
+        # A nested model (UNIT's translators chain encoders and generators) is a layer
+        # whose config holds its own layers: its outputs stay float32 too.
+        entries = config["output_layers"]
+        entries = [entries] if entries and isinstance(entries[0], str) else entries
+        outputs = {entry[0] for entry in entries}
+        for layer in config["layers"]:
+            if layer["class_name"] == "InputLayer":
+                continue
+            if "layers" in layer["config"]:
+                set_policies(layer["config"])
+                continue
+            layer["config"]["dtype"] = (float32_config if layer["name"] in outputs
+                                        else policy_config)
+
+    set_policies(config)
     copy_ = model.__class__.from_config(config)
     copy_.set_weights(model.get_weights())
     return copy_

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from .config import DataConfig, Experiment, TrainConfig
+from .config import UNIT_MODELS, DataConfig, Experiment, TrainConfig
 from .validation import check_choice
 
 PRESETS = ("smoke", "demo", "paper", "ixi-40")
@@ -34,7 +34,8 @@ def paper() -> Experiment:
 
 def demo() -> Experiment:
     """Minutes on a CPU: 12 phantom subjects (6 train, 2 val, 4 test), 90 axial slices
-    each at 64 px, narrow networks, 320 steps (640 for CycleGAN)."""
+    each at 64 px, narrow networks, 320 steps (640 for CycleGAN, 160 for UNIT and
+    UNIT_s)."""
     data = DataConfig(subjects=12, slices="range", slice_range=(50, 140),
                       val_fraction=0.2, test_fraction=0.3, split_seed=6)
     train = TrainConfig(
@@ -46,7 +47,9 @@ def demo() -> Experiment:
         # First verdict after epoch 4: at epoch 2 learning seeds can still trail Simple
         # (validation evidence in docs/EXPERIMENTS.md).
         collapse_grace=3)
-    return Experiment(data, train, cyclegan_step_factor=2.0).validated()
+    # UNIT and UNIT_s get half the steps of the paired methods: the 8-minute budget of the
+    # main job (docs/EXPERIMENTS.md, "UNIT").
+    return Experiment(data, train, cyclegan_step_factor=2.0, unit_step_factor=0.5).validated()
 
 
 def smoke() -> Experiment:
@@ -84,6 +87,8 @@ def method_config(experiment: Experiment, method: str) -> TrainConfig:
     steps = experiment.train.steps_per_epoch
     if method == "cyclegan":  # unpaired: longer epochs (see Experiment)
         steps = round(steps * experiment.cyclegan_step_factor)
+    elif method in UNIT_MODELS:
+        steps = round(steps * experiment.unit_step_factor)
     return experiment.train.replace(model=method, steps_per_epoch=steps)
 
 

@@ -1,8 +1,8 @@
 """Training runs: fit, resume, and write the run directory (:mod:`colab_utils.rundir`).
 
 Every ``config.model`` writes the same layout: ``cyclegan``, ``cyclegan_s``,
-``pix2pix`` and ``supervised`` train two generators (the GAN ones also
-discriminators); ``simple`` is fitted without gradient steps and exports
+``unit``, ``unit_s``, ``pix2pix`` and ``supervised`` train two translators (the
+GAN ones also discriminators); ``simple`` is fitted without gradient steps and exports
 ``export/simple_baseline.json`` and one grid instead.
 
 Running :func:`train` again on the same directory resumes from the newest
@@ -135,8 +135,8 @@ def train(config: TrainConfig, run_dir, data=None, *, train_data: SliceSet | Non
           stop_at_step: int | None = None, extra_callbacks=()) -> TrainResult:
     """Train (or resume) a run of ``config.model`` in ``run_dir``.
 
-    ``cyclegan`` trains on unpaired batches; ``cyclegan_s``, ``pix2pix`` and
-    ``supervised`` need a paired training split; ``simple`` is fitted (no
+    ``cyclegan`` and ``unit`` train on unpaired batches; ``cyclegan_s``, ``unit_s``,
+    ``pix2pix`` and ``supervised`` need a paired training split; ``simple`` is fitted (no
     gradient steps) and saved as ``export/simple_baseline.json``.
 
     Args:

@@ -5,8 +5,8 @@ learning-rate schedule and the image pools' random draws follow it), the
 named loss trackers that ``fit`` shows, ``compile`` with one optimizer for both
 generators and one for both discriminators, and ``call`` (T1 → T2).
 Subclasses supply their losses and steps: :class:`colab_utils.cyclegan.CycleGAN`
-(CycleGAN, CycleGAN_s) and :class:`colab_utils.paired.PairedTranslator`
-(supervised, pix2pix).
+(CycleGAN, CycleGAN_s), :class:`colab_utils.unit.UNIT` (UNIT, UNIT_s) and
+:class:`colab_utils.paired.PairedTranslator` (supervised, pix2pix).
 """
 
 from __future__ import annotations
@@ -100,6 +100,21 @@ class TranslationModel(keras.Model):
             total = out["disc_t1"] + out["disc_t2"]
         apply_gradients(self.disc_optimizer, tape, total, self.discriminator_variables)
         return out
+
+    def _judge(self, domain: str, source, image, training):
+        """The discriminator of ``domain`` on ``image`` (translated from ``source``)."""
+        return getattr(self, f"disc_{domain}")(image, training=training)
+
+    def _disc_losses(self, real_t1, real_t2, fake_t1, fake_t2, training) -> dict:
+        """Each discriminator on its domain's real images against synthetic ones (no
+        gradient reaches the generators through them)."""
+        fake_t1, fake_t2 = tf.stop_gradient(fake_t1), tf.stop_gradient(fake_t2)
+        return {
+            "disc_t1": self.disc_adv_loss(self._judge("t1", real_t2, real_t1, training),
+                                          self._judge("t1", real_t2, fake_t1, training)),
+            "disc_t2": self.disc_adv_loss(self._judge("t2", real_t1, real_t2, training),
+                                          self._judge("t2", real_t1, fake_t2, training)),
+        }
 
     def _update_trackers(self, out: dict) -> dict:
         for key, tracker in self.trackers.items():

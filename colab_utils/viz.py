@@ -118,8 +118,8 @@ def loss_curves(history: list[dict]) -> Figure:
     """
     keys = list(dict.fromkeys(k for row in history for k in row))
     groups = {
-        "generator": [k for k in keys if k.startswith(("gen_", "adv_", "cycle_", "identity_",
-                                                        "structure_", "supervised_"))],
+        "generator": [k for k in keys if k.startswith((
+            "gen_", "adv_", "cycle_", "identity_", "structure_", "supervised_", "kl_", "recon_"))],
         "discriminator": [k for k in keys if k.startswith("disc_")],
         "validation": [k for k in keys if k.startswith("val_")],
         # Masked SSIM and rank correlation on validation slices (colab_utils.health).

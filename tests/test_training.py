@@ -221,6 +221,9 @@ def test_loss_curves_plot_each_term_in_its_group():
 
     history = [{"epoch": e, "step": 40 * e, "gen_total": 2.0 / e, "structure_t1_to_t2": 0.1 / e,
                 "identity_t1": 0.0, "disc_t1": 0.3, "val_gen_total": 1.5 / e} for e in (1, 2)]
+    unit = [{**row, "kl_t1": 0.2, "recon_t2": 0.1} for row in history]
+    labels = [[line.get_label() for line in ax.get_lines()] for ax in viz.loss_curves(unit).axes]
+    assert labels[0] == ["gen_total", "structure_t1_to_t2", "kl_t1", "recon_t2"]  # UNIT's terms
     fig = viz.loss_curves(history)
     labels = [[line.get_label() for line in ax.get_lines()] for ax in fig.axes]
     # Terms that stay 0 (a weight of 0) are left out.
