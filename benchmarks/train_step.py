@@ -3,9 +3,9 @@
 Prints one JSON line per method (CycleGAN by default, with UNIT's figures in
 the same line; ``--models`` adds CycleGAN_s, UNIT_s, pix2pix and the supervised
 generator, each at its paper architecture). Each (method, precision) runs in
-its own process (the dtype policy and thread pools are process-wide). With --torch-python, the PyTorch
-reference (benchmarks/torch_reference.py, CycleGAN) runs in the same
-sitting for a ratio.
+its own process (the dtype policy and thread pools are process-wide). With
+--torch-python, the PyTorch reference (benchmarks/torch_reference.py, CycleGAN)
+runs in the same sitting for a ratio.
 
     python benchmarks/train_step.py [--size 256] [--steps 5] [--rounds 3] [--torch-python PATH]
     python benchmarks/train_step.py --models cyclegan,unit,cyclegan_s,unit_s,pix2pix,supervised

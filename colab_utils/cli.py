@@ -202,8 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="train or resume a run (CycleGAN or a comparison method)",
         description="Train --model cyclegan or unit (unpaired), cyclegan_s, unit_s, pix2pix "
                     "or supervised (paired), or fit the non-learned 'simple' baseline, on 2-D "
-                    "slices; re-running the same command on the same --run-dir resumes from the last "
-                    "checkpoint.")
+                    "slices; re-running the same command on the same --run-dir resumes from "
+                    "the last checkpoint.")
     train.add_argument("--data", required=True,
                        help="slice store, or a directory with train.npz/val.npz (or train/t1, "
                             "train/t2 folders of .npy slices), or one .npz file")
