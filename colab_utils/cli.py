@@ -87,9 +87,10 @@ def _cmd_evaluate(args) -> int:
     from .evaluation import evaluate
 
     result = evaluate(args.run, args.data, split=args.split, out=args.out,
-                      batch_size=args.batch_size, precision=args.precision)
+                      batch_size=args.batch_size, precision=args.precision,
+                      volumes=args.volumes)
     print(f"metrics written to {result.directory} (per_slice.csv, per_subject.csv, "
-          "summary.csv, summary.md, examples_*.png)")
+          f"summary.csv, summary.md, examples_*.png{', volumes.csv' if args.volumes else ''})")
     return 0
 
 
@@ -265,6 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", help="output directory (default RUN/metrics/SPLIT)")
     evaluate.add_argument("--batch-size", type=int, default=32)
     evaluate.add_argument("--precision", help=_INFERENCE_PRECISION)
+    evaluate.add_argument("--volumes", action="store_true",
+                          help="also translate each subject's whole brain, plane by plane at "
+                               "the store's resolution, and score it on axial, coronal and "
+                               "sagittal planes, for flicker, and on the scan's own grid "
+                               "(needs the scans the store was made from)")
     evaluate.set_defaults(func=_cmd_evaluate)
 
     comp = commands.add_parser(

@@ -9,6 +9,10 @@ evaluated first when the slice store is known) and writes to ``OUT``::
     table_slices.csv        the same over slices (slices are not independent)
     tests.csv               Wilcoxon signed-rank tests, each method vs the reference
                             (CycleGAN), per subject and per slice
+    table_volumes.csv, tests_volumes.csv   the same per subject for the whole
+                            volumes of the runs evaluated with ``volumes=True``
+                            (template space on three plane orientations,
+                            flicker, native space)
     boxplots_t1_to_t2.png, boxplots_t2_to_t1.png   masked metrics per subject
     qualitative_t1_to_t2.png, ...                   input | each method | real | |errors|
     report.md               all of the above in one page
@@ -22,7 +26,7 @@ reported beside it, labelled as not independent.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +59,7 @@ class MethodResults:
     per_subject: list[dict]
     summary: list[dict]
     data: str | None
+    volumes: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -77,9 +82,11 @@ def load_results(run, split: str = "test", data=None) -> MethodResults:
                 f"`python -m colab_utils evaluate --run {run} --data STORE` or pass --data")
         evaluate(run, data, split=split)
     record = RunDir(run).evaluation_record(split)
+    volumes = directory / "volumes.csv"
     return MethodResults(RunDir(run).model(), run, read_csv(directory / "per_slice.csv"),
                          read_csv(directory / "per_subject.csv"),
-                         read_csv(directory / "summary.csv"), record.get("data"))
+                         read_csv(directory / "summary.csv"), record.get("data"),
+                         read_csv(volumes) if volumes.is_file() else [])
 
 
 def _unique_labels(results: list[MethodResults]) -> None:
@@ -135,8 +142,9 @@ def paired_tests(results: list[MethodResults], reference: MethodResults) -> list
     return rows
 
 
-def _wilcoxon(label, ref_label, direction, level, metric, mine, theirs, key) -> dict:
-    column = f"{metric}_masked"
+def _wilcoxon(label, ref_label, direction, level, metric, mine, theirs, key,
+              column=None) -> dict:
+    column = column or f"{metric}_masked"
 
     def values(rows):
         return {tuple(row[k] for k in key): row[column] for row in rows
@@ -157,9 +165,75 @@ def _wilcoxon(label, ref_label, direction, level, metric, mine, theirs, key) -> 
     else:
         result = stats.wilcoxon(x, y, zero_method="wilcox", alternative="two-sided")
         row["statistic"], row["p_value"] = float(result.statistic), float(result.pvalue)
-        better = (row["median_difference"] > 0) == HIGHER_IS_BETTER[metric]
+        better = (row["median_difference"] > 0) == _higher_is_better(metric)
         row["note"] = f"{label} {'better' if better else 'worse'} by the median difference"
     return row
+
+
+# The whole-volume columns the comparison shows and tests (colab_utils.volumes).
+VOLUME_TABLE = ("axial_ssim", "coronal_ssim", "sagittal_ssim", "axial_psnr", "flicker_ratio",
+                "native_ssim", "native_psnr")
+
+
+def _higher_is_better(metric: str) -> bool:
+    name = metric.rsplit("_", 1)[-1] if metric not in HIGHER_IS_BETTER else metric
+    return HIGHER_IS_BETTER.get(name, False)  # flicker: lower is better
+
+
+def volume_table(results: list[MethodResults]) -> list[dict]:
+    """Per method, direction and whole-volume column: mean, std, median over subjects."""
+    rows = []
+    for r in results:
+        for direction in DIRECTIONS:
+            subjects = [v for v in r.volumes if v["direction"] == direction]
+            for column in VOLUME_TABLE:
+                values = np.asarray([v[column] for v in subjects], float)
+                values = values[np.isfinite(values)]
+                if values.size:
+                    rows.append({"method": r.label, "direction": direction, "metric": column,
+                                 "mean": float(values.mean()), "std": float(values.std()),
+                                 "median": float(np.median(values)),
+                                 "n_subjects": int(values.size)})
+    return rows
+
+
+def volume_tests(results: list[MethodResults], reference: MethodResults) -> list[dict]:
+    """Wilcoxon signed-rank tests per subject of each method's whole-volume columns
+    against ``reference``'s."""
+    return [_wilcoxon(r.label, reference.label, direction, "subject", column, r.volumes,
+                      reference.volumes, ("subject",), column=column)
+            for r in results if r is not reference and r.volumes
+            for direction in DIRECTIONS for column in VOLUME_TABLE]
+
+
+def volume_markdown(table: list[dict], labels: list[str]) -> str:
+    """Markdown of the whole-volume table per direction (best mean in bold)."""
+    lines = []
+    for direction in DIRECTIONS:
+        rows = [r for r in table if r["direction"] == direction]
+        if not rows:
+            continue
+        n = max(int(r["n_subjects"]) for r in rows)
+        lines += [f"### {LABELS[direction]}, whole volumes (mean ± std over n = {n} subjects)",
+                  "", "| method | " + " | ".join(c.replace("_", " ") for c in VOLUME_TABLE)
+                  + " |", "|---|" + "---|" * len(VOLUME_TABLE)]
+        best = {}
+        for column in VOLUME_TABLE:
+            means = {r["method"]: r["mean"] for r in rows if r["metric"] == column}
+            pick = max if _higher_is_better(column) else min
+            best[column] = pick(means, key=means.get) if means else None
+        for label in labels:
+            mine = {r["metric"]: r for r in rows if r["method"] == label}
+            if not mine:
+                continue
+            cells = []
+            for column in VOLUME_TABLE:
+                r = mine.get(column)
+                cell = "–" if r is None else f"{r['mean']:.4g} ± {r['std']:.2g}"
+                cells.append(f"**{cell}**" if r is not None and best[column] == label else cell)
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def table_markdown(table: list[dict], labels: list[str]) -> str:
@@ -342,6 +416,23 @@ def compare(runs, out, *, split: str = "test", data=None, reference: str = "cycl
               f"## Paired Wilcoxon signed-rank tests against {ref.label} (masked metrics)", "",
               tests_markdown(tests, "subject"), tests_markdown(tests, "slice"),
               "## Figures", ""]
+    volumed = [r for r in results if r.volumes]
+    if volumed:
+        volumes = volume_table(volumed)
+        write_csv(out / "table_volumes.csv", volumes)
+        tested = volume_tests(volumed, ref) if ref.volumes else []
+        write_csv(out / "tests_volumes.csv", tested)
+        report[report.index("## Figures"):report.index("## Figures")] = [
+            "## Whole volumes", "",
+            "Each subject's whole brain translated plane by plane at the store's resolution "
+            "(colab_utils.volumes): metrics on axial, coronal and sagittal planes inside "
+            "the brain mask (coronal and sagittal cut across the translated slices), the "
+            "flicker ratio (error of the slice-to-slice change over the real change; 0 is "
+            "perfect) and the metrics on the source scan's own grid (native).", "",
+            volume_markdown(volumes, [r.label for r in volumed]),
+            tests_markdown(tested, "subject") if tested else
+            (f"No tests: {ref.label} has no whole-volume evaluation." if not ref.volumes else
+             "No tests: no other method has a whole-volume evaluation."), ""]
     report += [f"![{name}]({name})" for name in figures]
     report_path = out / "report.md"
     atomic_write_bytes(report_path, ("\n".join(report) + "\n").encode())

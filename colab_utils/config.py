@@ -349,12 +349,18 @@ class Experiment:
     cyclegan_step_factor: float = 1.0
     # UNIT's and UNIT_s's epochs are this many times as long (a time budget: the demo's).
     unit_step_factor: float = 1.0
+    # The methods whose test subjects are also translated and scored as whole volumes
+    # (colab_utils.volumes; seconds per subject and method on a CPU).
+    volume_methods: tuple[str, ...] = ("simple", "supervised", "pix2pix", "cyclegan",
+                                       "cyclegan_s", "unit", "unit_s")
 
     def validated(self) -> Experiment:
         self.data.validated()
         self.train.validated()
         for method in self.methods:
             check_choice("methods", method, MODELS)
+        for method in self.volume_methods:
+            check_choice("volume_methods", method, MODELS)
         if len(set(self.methods)) < 2:
             raise ValueError(f"methods: expected at least two different methods, got "
                              f"{list(self.methods)}")
@@ -366,13 +372,15 @@ class Experiment:
 
     @staticmethod
     def own_fields() -> tuple[str, ...]:
-        return ("methods", "reference", "cyclegan_step_factor", "unit_step_factor")
+        return ("methods", "reference", "cyclegan_step_factor", "unit_step_factor",
+                "volume_methods")
 
     def to_dict(self) -> dict:
         return {"data": self.data.to_dict(), "train": self.train.to_dict(),
                 "methods": list(self.methods), "reference": self.reference,
                 "cyclegan_step_factor": self.cyclegan_step_factor,
-                "unit_step_factor": self.unit_step_factor}
+                "unit_step_factor": self.unit_step_factor,
+                "volume_methods": list(self.volume_methods)}
 
     def with_overrides(self, **values) -> Experiment:
         """A copy with settings changed by name (each name is unique in the tree);
@@ -397,11 +405,13 @@ class Experiment:
         train = TrainConfig.from_dict({**self.train.to_dict(), **routed["train"]},
                                       source="training settings")
         own = {**{k: getattr(self, k) for k in self.own_fields()}, **routed["own"]}
-        if isinstance(own["methods"], str):
-            own["methods"] = tuple(m.strip() for m in own["methods"].split(",") if m.strip())
+        for name in ("methods", "volume_methods"):
+            if isinstance(own[name], str):
+                own[name] = tuple(m.strip() for m in own[name].replace(":", ",").split(",")
+                                  if m.strip())
         return Experiment(data, train, tuple(own["methods"]), str(own["reference"]),
-                          float(own["cyclegan_step_factor"]),
-                          float(own["unit_step_factor"])).validated()
+                          float(own["cyclegan_step_factor"]), float(own["unit_step_factor"]),
+                          tuple(own["volume_methods"])).validated()
 
 
 def all_setting_names() -> tuple[str, ...]:

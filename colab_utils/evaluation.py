@@ -11,6 +11,9 @@ image. Written to ``RUN/metrics/SPLIT/``::
     summary.md        the same as Markdown tables
     examples_t1_to_t2.png, examples_t2_to_t1.png   best and worst slices (masked SSIM)
     evaluation.json   what was evaluated: run, data, split, subjects, image size
+    volumes.csv       with ``volumes=True``: per direction and subject, the whole
+                      translated volume (:mod:`colab_utils.volumes`): each metric on
+                      axial, coronal and sagittal planes, flicker, native space
 
 A run is never scored on subjects it trained on: :func:`evaluate` refuses, with
 the subjects named, when the split's subjects and the run's training subjects
@@ -214,7 +217,8 @@ def check_no_leakage(run, slices: SliceSet, split: str) -> None:
 
 
 def evaluate(run, data, *, split: str = "test", out=None, batch_size: int = 32,
-             examples: int = 3, precision: str | None = None) -> Evaluation:
+             examples: int = 3, precision: str | None = None,
+             volumes: bool = False) -> Evaluation:
     """Evaluate a run (or exported model) on a paired split, in both directions.
 
     Args:
@@ -226,6 +230,9 @@ def evaluate(run, data, *, split: str = "test", out=None, batch_size: int = 32,
         examples: How many best and worst slices to show per direction.
         precision: ``None`` translates in the dtype policy the model was
             trained in; ``auto`` or a policy name overrides it.
+        volumes: Also translate and score each subject's whole volume
+            (:func:`evaluate_volumes`; needs a slice store and the scans it was
+            made from).
 
     Returns:
         An :class:`Evaluation`.
@@ -261,23 +268,27 @@ def evaluate(run, data, *, split: str = "test", out=None, batch_size: int = 32,
     write_csv(directory / "summary.csv", summary)
     atomic_write_bytes(directory / "summary.md", summary_markdown(
         summary, f"{method.name}: {split} split of {data}").encode())
+    if volumes:
+        evaluate_volumes(method, data, sorted({str(s) for s in subjects}), directory)
     write_record(directory / "evaluation.json", {
         "run": str(run), "method": method.name, "data": str(Path(data).resolve()),
         "split": split, "subjects": sorted({str(s) for s in subjects}),
         "image_size": method.image_size, "n_slices": len(slices.t1),
-        "trained_step": RunDir(run).trained_step(), "policy": method.policy or None})
+        "trained_step": RunDir(run).trained_step(), "policy": method.policy or None,
+        "volumes": bool(volumes)})
     computed = f" in {method.policy}" if method.policy else ""
     print(f"[colab_utils] evaluated {method.name}{computed} on {len(slices.t1)} {split} slices "
           f"of {len(set(subjects))} subjects; tables and figures in {directory}")
     return Evaluation(directory, per_slice, per_subject, summary)
 
 
-def is_current(run, data, split: str = "test") -> bool:
+def is_current(run, data, split: str = "test", volumes: bool = False) -> bool:
     """Whether ``RUN/metrics/SPLIT`` holds a complete evaluation of the run as it is now.
 
-    That is: the tables were written, and ``evaluation.json`` records the run's
-    last training step, the same slice store, split and subjects, and the dtype
-    policy the run was trained in (what :func:`evaluate` uses by default).
+    That is: the tables were written (the volume table too, when ``volumes``), and
+    ``evaluation.json`` records the run's last training step, the same slice store,
+    split and subjects, and the dtype policy the run was trained in (what
+    :func:`evaluate` uses by default).
     """
     run = RunDir(run)
     record = run.evaluation_record(split)
@@ -290,7 +301,9 @@ def is_current(run, data, split: str = "test") -> bool:
             and record.get("policy") in (None, run.summary().get("policy"))
             and record.get("split") == split
             and record.get("data") == str(Path(data).resolve())
-            and (subjects is None or record.get("subjects") == subjects))
+            and (subjects is None or record.get("subjects") == subjects)
+            and (not volumes or (record.get("volumes") and
+                                 (run.metrics(split) / "volumes.csv").is_file())))
 
 
 def store_subjects(data, split: str) -> list[str] | None:
@@ -316,3 +329,39 @@ def examples_figure(inputs, estimate, reference, mask, scores, direction, name, 
     return image_table(rows, [f"{source.upper()} input", f"{name} {target.upper()}",
                               f"real {target.upper()}", "|error| in mask"],
                        error_columns={3}, title=f"{name}, {LABELS[direction]}")
+
+
+def evaluate_volumes(method: Method, store, subjects: list[str], directory) -> list[dict]:
+    """Translate and score each subject's whole volume in both directions
+    (:func:`colab_utils.volumes.score_subject`); writes ``volumes.csv`` and
+    ``volumes.md`` to ``directory`` and returns the rows."""
+    from .volumes import VOLUME_COLUMNS, score_subject, subject_volumes
+
+    settings = read_record(Path(store) / "preprocess.json").get("config")
+    if not settings:
+        raise ValueError(f"{store}: volume evaluation needs a slice store made by "
+                         "`preprocess` (preprocess.json and the scans it records)")
+    rows = []
+    for subject in subjects:
+        volumes = subject_volumes(store, subject, clip_low=settings["clip_low"],
+                                  clip_high=settings["clip_high"])
+        for direction in method.translators:
+            row, _ = score_subject(method, volumes, direction,
+                                   slice_size=settings["slice_size"])
+            rows.append(row)
+    directory = Path(directory)
+    write_csv(directory / "volumes.csv", rows)
+    lines = [f"# {method.name}: whole volumes ({len(subjects)} subjects)", "",
+             "Per subject, the mean over planes inside the brain mask; flicker across "
+             "axial planes; native: on the source scan's own grid.", "",
+             "| direction | " + " | ".join(VOLUME_COLUMNS) + " |",
+             "|---|" + "---|" * len(VOLUME_COLUMNS)]
+    for direction in DIRECTIONS:
+        mine = [r for r in rows if r["direction"] == direction]
+        if mine:
+            lines.append(f"| {LABELS[direction]} | " + " | ".join(
+                f"{np.mean([r[c] for r in mine]):.4g}" for c in VOLUME_COLUMNS) + " |")
+    atomic_write_bytes(directory / "volumes.md", ("\n".join(lines) + "\n").encode())
+    print(f"[colab_utils] {method.name}: whole volumes of {len(subjects)} subjects scored; "
+          f"{directory / 'volumes.csv'}")
+    return rows

@@ -167,18 +167,21 @@ def train_methods(store, out, experiment: Experiment, *, timer: StepTimer | None
 
 
 def evaluate_runs(runs, store, *, split: str = "test", timer: StepTimer | None = None,
-                  examples: int = 3) -> None:
-    """Evaluate each run that has no evaluation of its current training state."""
+                  examples: int = 3, volume_methods=()) -> None:
+    """Evaluate each run that has no evaluation of its current training state; runs of
+    ``volume_methods`` also on whole volumes."""
     from .evaluation import evaluate, is_current
 
     timer = timer or StepTimer()
     for run in runs:
-        if is_current(run, store, split):
+        volumes = RunDir(run).model() in volume_methods
+        if is_current(run, store, split, volumes=volumes):
             timer.log(f"[pipeline] {Path(run).name}: already evaluated on {split} at its last "
                       "training step")
             continue
-        timer(f"evaluate {Path(run).name} ({split})",
-              lambda run=run: evaluate(run, store, split=split, examples=examples))
+        timer(f"evaluate {Path(run).name} ({split}{', volumes' if volumes else ''})",
+              lambda run=run, volumes=volumes: evaluate(run, store, split=split,
+                                                        examples=examples, volumes=volumes))
 
 
 def run_pipeline(experiment: Experiment | None = None, out="runs/phantom", data_dir="data",
@@ -223,7 +226,8 @@ def run_pipeline(experiment: Experiment | None = None, out="runs/phantom", data_
             qualitative_slices=0))
         warnings += (failed_methods(validation.table) if "simple" in experiment.methods
                      else [])
-        evaluate_runs(runs, store, split="test", timer=timer)
+        evaluate_runs(runs, store, split="test", timer=timer,
+                      volume_methods=experiment.volume_methods)
         test = timer("compare (test)", lambda: compare(
             runs, out / "comparison", data=store, split="test", reference=reference))
     else:

@@ -46,6 +46,54 @@ def _resize(images: np.ndarray, size: int) -> np.ndarray:
     return zoom(images, (1, size / current, size / current), order=1).astype(np.float32)
 
 
+def translate_volume(translate: Translate, volume: np.ndarray, mask: np.ndarray, *,
+                     image_size: int, slice_size: int = 256,
+                     batch_size: int = 16) -> np.ndarray:
+    """Translate every axial plane of a template-space volume that holds brain.
+
+    ``volume`` is on the [0, 1] scale (zero outside ``mask``); each plane with brain
+    becomes a ``slice_size`` image (as in the slice store), is averaged down to
+    ``image_size``, translated, and brought back up and into the plane. Returns the
+    synthetic volume on the [0, 1] scale, zero outside ``mask``.
+    """
+    zs = [k for k in range(mask.shape[2]) if mask[:, :, k].any()]
+    out = np.zeros(mask.shape, np.float32)
+    if not zs:
+        return out
+    planes = np.stack([to_slice(volume[:, :, k], slice_size) for k in zs])
+    masks = np.stack([to_slice(mask[:, :, k].astype(np.float32), slice_size) for k in zs])
+    small = _resize(planes, image_size)[..., None]
+    small_masks = _resize(masks, image_size)[..., None] > 0.5
+    outputs = []
+    for start in range(0, len(zs), batch_size):
+        outputs.append(np.asarray(translate(small[start:start + batch_size],
+                                            small_masks[start:start + batch_size]),
+                                  np.float32)[..., 0])
+    synthetic = _resize(np.clip(np.concatenate(outputs), 0, 1), slice_size)
+    for k, image in zip(zs, synthetic):
+        out[:, :, k] = from_slice(image, mask.shape[:2])
+    return np.where(mask, out, 0.0).astype(np.float32)
+
+
+def to_grid(volume: np.ndarray, mask: np.ndarray, affine: np.ndarray, reference,
+            reference_to_volume) -> np.ndarray:
+    """A template-space ``volume`` (zero outside ``mask``) resampled onto ``reference``'s
+    grid (a SimpleITK image) through ``reference_to_volume`` (reference point -> template
+    point); a RAS array.
+
+    Normalised by the resampled mask: a voxel at the brain's edge is the mean of its
+    brain neighbours, not darkened by the zeros outside (which, next to bright CSF on
+    a T2, would be most of its error); zero where the mask covers less than half.
+    """
+    from .data import registration as reg
+
+    summed, _ = reg.from_sitk(reg.resample(reg.to_sitk(volume, affine), reference,
+                                           reference_to_volume))
+    weight, _ = reg.from_sitk(reg.resample(reg.to_sitk(mask.astype(np.float32), affine),
+                                           reference, reference_to_volume))
+    return np.where(weight > 0.5, summed / np.maximum(weight, 1e-6), 0.0).astype(np.float32)
+
+
 def _original_layout(data_ras: np.ndarray, input_path: Path):
     """A RAS+ array back in the voxel layout of the file it came from, with that file's affine."""
     import nibabel as nib
@@ -126,32 +174,14 @@ def synthesize_volume(translate: Translate, input_path, output_path, *, directio
                          f"registration, got a constant {lo:.4g} (is it a brain MRI?)")
     normalised = np.clip((in_template - lo) / (hi - lo), 0, 1).astype(np.float32)
     normalised[~mask] = 0.0
+    out_template = translate_volume(translate, normalised, mask, image_size=image_size,
+                                    slice_size=slice_size, batch_size=batch_size)
     zs = [k for k in range(mask.shape[2]) if mask[:, :, k].any()]
-    planes = np.stack([to_slice(normalised[:, :, k], slice_size) for k in zs])
-    masks = np.stack([to_slice(mask[:, :, k].astype(np.float32), slice_size) for k in zs])
-    small = _resize(planes, image_size)[..., None]
-    small_masks = _resize(masks, image_size)[..., None] > 0.5
-    outputs = []
-    for start in range(0, len(zs), batch_size):
-        outputs.append(np.asarray(translate(small[start:start + batch_size],
-                                            small_masks[start:start + batch_size]),
-                                  np.float32)[..., 0])
-    synthetic = _resize(np.clip(np.concatenate(outputs), 0, 1), slice_size)
     lap("translate")
 
-    out_template = np.zeros(mask.shape, np.float32)
-    for k, image in zip(zs, synthetic):
-        out_template[:, :, k] = from_slice(image, mask.shape[:2])
     out_template = np.where(mask, lo + out_template * (hi - lo), 0.0).astype(np.float32)
-    # Back onto the input's grid, normalised by the resampled mask: a voxel at the
-    # brain's edge is the mean of its brain neighbours, not darkened by the zeros
-    # outside (which, next to bright CSF on a T2, would be most of its error).
-    inverse = registration.transform.GetInverse()
-    summed, _ = reg.from_sitk(reg.resample(reg.to_sitk(out_template, template_affine), moving,
-                                           inverse))
-    weight, _ = reg.from_sitk(reg.resample(reg.to_sitk(mask.astype(np.float32),
-                                                       template_affine), moving, inverse))
-    out_ras = np.where(weight > 0.5, summed / np.maximum(weight, 1e-6), 0.0).astype(np.float32)
+    out_ras = to_grid(out_template, mask, template_affine, moving,
+                      registration.transform.GetInverse())
     data, file_affine = _original_layout(out_ras, input_path)
     lap("resample")
     save_volume(output_path, data, file_affine,

@@ -36,6 +36,7 @@ import io
 import json
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -68,16 +69,60 @@ def _atomic_savez(path: Path, **arrays) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def normalise(volume: np.ndarray, mask: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Clip to the ``low``/``high`` percentiles inside ``mask``, scale to [0, 1], zero outside."""
-    inside = volume[mask]
-    lo, hi = np.percentile(inside, [low, high])
+def clip_range(volume: np.ndarray, mask: np.ndarray, low: float, high: float):
+    """The ``low``/``high`` percentiles of ``volume`` inside ``mask`` (the [0, 1] scale's
+    ends)."""
+    lo, hi = np.percentile(volume[mask], [low, high])
     if hi <= lo:
         raise ValueError(f"expected varying intensities inside the brain mask, got a constant "
                          f"{lo:.4g}")
+    return float(lo), float(hi)
+
+
+def normalise(volume: np.ndarray, mask: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Clip to the ``low``/``high`` percentiles inside ``mask``, scale to [0, 1], zero outside."""
+    lo, hi = clip_range(volume, mask, low, high)
     out = np.clip((volume - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
     out[~mask] = 0.0
     return out
+
+
+@dataclass
+class RegisteredPair:
+    """A subject's T1 and T2 as loaded (SimpleITK images) and the fitted transforms."""
+
+    t1_image: object
+    t2_image: object
+    t1_to_template: object  # Registration: template point -> T1 point
+    t2_to_t1: object        # Registration: T1 point -> T2 point
+    mask_info: dict | None = None  # set with the brain mask (register_into_template)
+
+    @property
+    def template_to_t2(self):
+        """Template point -> T2 point (ITK composites apply the last-added first)."""
+        import SimpleITK as sitk
+
+        return sitk.CompositeTransform([self.t2_to_t1.transform,
+                                        self.t1_to_template.transform])
+
+
+def register_pair(t1_path, t2_path) -> RegisteredPair:
+    """Load a subject's T1 and T2; register T1 → MNI152 and T2 → T1 (rigid, inside the
+    T1's brain region)."""
+    from . import registration as reg
+
+    t1, t1_affine = load_volume(t1_path)
+    t2, t2_affine = load_volume(t2_path)
+    for path, volume in ((t1_path, t1), (t2_path, t2)):
+        if volume.max() <= volume.min():  # registration cannot align a flat image
+            raise ValueError(f"{path}: expected an image with varying intensities, got a "
+                             f"constant volume (every voxel {float(volume.min()):.4g})")
+    t1_image, t2_image = reg.to_sitk(t1, t1_affine), reg.to_sitk(t2, t2_affine)
+    t1_to_template = reg.register_to_template(t1_image)          # template -> T1
+    t2_to_t1 = reg.register_rigid(t1_image, t2_image,            # T1 point -> T2 point
+                                  fixed_mask=reg.brain_region_in(t1_image,
+                                                                 t1_to_template.transform))
+    return RegisteredPair(t1_image, t2_image, t1_to_template, t2_to_t1)
 
 
 def register_subject(t1_path, t2_path):
@@ -89,37 +134,31 @@ def register_subject(t1_path, t2_path):
         numbers (:func:`colab_utils.data.qc.quality_numbers`, the registrations'
         final metrics and winning starts).
     """
-    import SimpleITK as sitk
-
-    from . import registration as reg
-    from .brain_mask import subject_brain_mask
+    t1_in_template, t2_in_template, mask, pair = register_into_template(t1_path, t2_path)
     from .qc import quality_numbers
 
-    t1, t1_affine = load_volume(t1_path)
-    t2, t2_affine = load_volume(t2_path)
-    for path, volume in ((t1_path, t1), (t2_path, t2)):
-        if volume.max() <= volume.min():  # registration cannot align a flat image
-            raise ValueError(f"{path}: expected an image with varying intensities, got a "
-                             f"constant volume (every voxel {float(volume.min()):.4g})")
-    template, _ = reg.template_images()
-    t1_image, t2_image = reg.to_sitk(t1, t1_affine), reg.to_sitk(t2, t2_affine)
-    t1_to_template = reg.register_to_template(t1_image)          # template -> T1
-    t2_to_t1 = reg.register_rigid(t1_image, t2_image,            # T1 point -> T2 point
-                                  fixed_mask=reg.brain_region_in(t1_image,
-                                                                 t1_to_template.transform))
-    # ITK composite transforms apply the last-added transform first:
-    # template point -> T1 point -> T2 point.
-    template_to_t2 = sitk.CompositeTransform([t2_to_t1.transform, t1_to_template.transform])
-    t1_in_template, _ = reg.from_sitk(reg.resample(t1_image, template,
-                                                   t1_to_template.transform))
-    t2_in_template, _ = reg.from_sitk(reg.resample(t2_image, template, template_to_t2))
-    mask, mask_info = subject_brain_mask(t1=t1_in_template)
-    quality = quality_numbers(t1_in_template, t1_to_template.volume_scale, mask_info)
-    quality.update({"metric_t1_to_template": round(t1_to_template.metric, 4),
-                    "metric_t2_to_t1": round(t2_to_t1.metric, 4),
-                    "start_t1_to_template": t1_to_template.start,
-                    "start_t2_to_t1": t2_to_t1.start})
+    quality = quality_numbers(t1_in_template, pair.t1_to_template.volume_scale, pair.mask_info)
+    quality.update({"metric_t1_to_template": round(pair.t1_to_template.metric, 4),
+                    "metric_t2_to_t1": round(pair.t2_to_t1.metric, 4),
+                    "start_t1_to_template": pair.t1_to_template.start,
+                    "start_t2_to_t1": pair.t2_to_t1.start})
     return t1_in_template, t2_in_template, mask, quality
+
+
+def register_into_template(t1_path, t2_path):
+    """:func:`register_pair`, then T1, T2 and the subject's brain mask on the template grid:
+    ``(t1, t2, mask, pair)`` (``pair.mask_info`` describes the mask)."""
+    from . import registration as reg
+    from .brain_mask import subject_brain_mask
+
+    pair = register_pair(t1_path, t2_path)
+    template, _ = reg.template_images()
+    t1_in_template, _ = reg.from_sitk(reg.resample(pair.t1_image, template,
+                                                   pair.t1_to_template.transform))
+    t2_in_template, _ = reg.from_sitk(reg.resample(pair.t2_image, template,
+                                                   pair.template_to_t2))
+    mask, pair.mask_info = subject_brain_mask(t1=t1_in_template)
+    return t1_in_template, t2_in_template, mask, pair
 
 
 def process_subject(subject: str, t1_path, t2_path, store, config: DataConfig) -> dict:
