@@ -116,7 +116,7 @@ def _cmd_synthesize(args) -> int:
         method.translators[args.direction], args.input, args.output,
         direction=args.direction, image_size=method.image_size or settings["slice_size"],
         slice_size=settings["slice_size"], clip_low=settings["clip_low"],
-        clip_high=settings["clip_high"], batch_size=args.batch_size)
+        clip_high=settings["clip_high"], batch_size=args.batch_size, context=method.context)
     computed = f" in {method.policy}" if method.policy else ""
     print(f"synthetic volume ({method.name}{computed}, {args.direction}) written to {args.output} "
           f"in {info['total_s']:.1f} s")

@@ -181,6 +181,9 @@ class TrainConfig(_Settings):
     # Networks (instance normalisation and transposed convolutions, as in the paper).
     image_size: int = 256
     channels: int = 1
+    # 2.5-D: the networks see each axial slice with this many neighbours below and
+    # above as channels, and produce as many (colab_utils.data.context); 0 is 2-D.
+    context_slices: int = 0
     gen_filters: int = 64
     n_res_blocks: int = 9
     disc_filters: int = 64
@@ -255,6 +258,11 @@ class TrainConfig(_Settings):
         return self.epochs + self.epochs_decay
 
     @property
+    def network_channels(self) -> int:
+        """Channels of the networks' images: ``channels`` per slice of the neighbourhood."""
+        return self.channels * (2 * self.context_slices + 1)
+
+    @property
     def paired(self) -> bool:
         """Whether the model trains on paired (aligned) T1/T2 slices."""
         return self.model in PAIRED_MODELS
@@ -283,7 +291,7 @@ class TrainConfig(_Settings):
         check_choice("strategy", self.strategy, STRATEGIES)
         positive = ("image_size", "channels", "gen_filters", "disc_filters", "disc_layers",
                     "batch_size", "keep_checkpoints", "validate_every")
-        non_negative = ("n_res_blocks", "pool_size", "epochs", "epochs_decay",
+        non_negative = ("n_res_blocks", "pool_size", "context_slices", "epochs", "epochs_decay",
                         "steps_per_epoch", "checkpoint_every_steps", "grid_slices",
                         "collapse_grace", "max_restarts",
                         "lambda_cycle", "lambda_identity", "lambda_structure",
@@ -298,6 +306,9 @@ class TrainConfig(_Settings):
             _check_number(name, value, lower=0, inclusive=True)
             if value >= 1:
                 raise ValueError(f"config field {name!r}: expected a value in [0, 1), got {value}")
+        if self.context_slices > 4:
+            raise ValueError(f"config field 'context_slices': expected 0..4, got "
+                             f"{self.context_slices}")
         if self.image_size % 4:
             raise ValueError(f"config field 'image_size': expected a multiple of 4, "
                              f"got {self.image_size}")

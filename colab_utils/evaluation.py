@@ -159,8 +159,12 @@ def summary_markdown(summary: list[dict], title: str) -> str:
 
 
 def predict(method: Method, slices: SliceSet, mask: np.ndarray, direction: str) -> np.ndarray:
-    """The method's translation of the split in ``direction``."""
-    inputs = slices.t1 if direction == "t1_to_t2" else slices.t2
+    """The method's translation of the split in ``direction`` (each slice with its
+    neighbours for a 2.5-D method)."""
+    from .data.context import with_context
+
+    seen = with_context(slices, method.context)
+    inputs = seen.t1 if direction == "t1_to_t2" else seen.t2
     return method.translate(inputs, mask, direction=direction)
 
 

@@ -34,7 +34,7 @@ def unet_depth(image_size: int) -> int:
 
 def define_generator(config: TrainConfig, name: str) -> keras.Model:
     """A generator of ``config.model``: the U-Net for pix2pix, the ResNet otherwise."""
-    size, channels = config.image_size, config.channels
+    size, channels = config.image_size, config.network_channels
     if config.model == "pix2pix":
         return unet_generator(image_size=size, channels=channels, filters=config.gen_filters,
                               n_downsamplings=unet_depth(size), name=name)
@@ -45,7 +45,7 @@ def define_generator(config: TrainConfig, name: str) -> keras.Model:
 
 def define_discriminator(config: TrainConfig, name: str) -> keras.Model:
     """A PatchGAN of ``config.model``; pix2pix's is conditional (input and output)."""
-    channels = config.channels * (2 if config.model == "pix2pix" else 1)
+    channels = config.network_channels * (2 if config.model == "pix2pix" else 1)
     return patchgan_discriminator(image_size=config.image_size, channels=channels,
                                   filters=config.disc_filters, n_layers=config.disc_layers,
                                   spectral_norm=config.disc_spectral_norm, name=name)
@@ -78,14 +78,14 @@ def build_model(config: TrainConfig, steps_per_epoch: int,
     def build():
         if config.model in UNIT_MODELS:
             return UNIT(
-                unit_networks(image_size=config.image_size, channels=config.channels,
+                unit_networks(image_size=config.image_size, channels=config.network_channels,
                               filters=config.gen_filters, n_blocks=config.n_res_blocks),
                 define_discriminator(config, "disc_t1"), define_discriminator(config, "disc_t2"),
                 weights=config.unit_weights,
                 lambda_supervised=(config.lambda_supervised if config.model == "unit_s"
                                    else 0.0),
                 gan_mode=config.gan_mode, image_size=config.image_size,
-                channels=config.channels, seed=config.seed, name="unit")
+                channels=config.network_channels, seed=config.seed, name="unit")
         generators = (define_generator(config, "gen_t1_to_t2"),
                       define_generator(config, "gen_t2_to_t1"))
         discriminators = ((define_discriminator(config, "disc_t1"),

@@ -29,6 +29,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from .config import DIRECTIONS
+from .data.context import middle, with_context
 from .data.slices import SliceSet
 from .metrics import ssim
 from .simple import SimpleBaseline
@@ -92,9 +93,15 @@ class CollapseCheck:
         grace_epochs: No verdict before this many epochs.
         epochs: The epochs (from 1) after which training validates; the check runs
             after those only.
+        context: The model's 2.5-D context (it sees each slice with this many
+            neighbours; its middle output channel is measured).
     """
 
-    def __init__(self, val: SliceSet, train: SliceSet, *, grace_epochs: int, epochs):
+    def __init__(self, val: SliceSet, train: SliceSet, *, grace_epochs: int, epochs,
+                 context: int = 0):
+        index = val.spread(CHECK_SLICES)
+        stacks = with_context(val, context)
+        self.inputs = {"t1_to_t2": stacks.t1[index], "t2_to_t1": stacks.t2[index]}
         self.slices = _subset(val, CHECK_SLICES)
         self.masks = self.slices.mask.astype(bool)
         self.grace = int(grace_epochs)
@@ -116,8 +123,9 @@ class CollapseCheck:
         """The check's figures for ``model`` (a two-generator model)."""
         figures = {}
         for direction in DIRECTIONS:
-            source, target = self._pair(direction)
-            out = translate(getattr(model, f"gen_{direction}"), source, batch_size=16)
+            _, target = self._pair(direction)
+            out = middle(translate(getattr(model, f"gen_{direction}"), self.inputs[direction],
+                                   batch_size=16))
             out = np.where(self.masks, out, 0.0)
             figures[f"health_ssim_{direction}"] = _mean_ssim(target, out, self.masks)
             figures[f"health_simple_{direction}"] = self.simple[direction]

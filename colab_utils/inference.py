@@ -22,6 +22,7 @@ from . import (
     viz,
 )
 from .config import DIRECTIONS
+from .data.context import context_of, middle
 from .precision import compute_policy, resolve_policy, with_policy
 from .rundir import RunDir
 from .simple import SimpleBaseline
@@ -32,7 +33,12 @@ Translator = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
 
 @dataclass
 class Method:
-    """A trained method: its name, the image size it works at, and its translators."""
+    """A trained method: its name, the image size it works at, and its translators.
+
+    With ``context`` K > 0 (2.5-D) a translator takes each slice's neighbourhood,
+    (N, H, W, 2K + 1) images (:mod:`colab_utils.data.context`), and returns the
+    slice's translation, (N, H, W, 1); the mask is the slice's.
+    """
 
     name: str
     image_size: int | None
@@ -40,6 +46,7 @@ class Method:
     source: str = ""
     # The dtype policy the generators compute in ("" for the Simple baseline).
     policy: str = ""
+    context: int = 0
 
     def translate(self, images: np.ndarray, mask: np.ndarray | None = None, *,
                   direction: str) -> np.ndarray:
@@ -54,7 +61,7 @@ def keras_translator(generator, batch_size: int = 8) -> Translator:
     is part of its result (unmasked metrics see it).
     """
     def translate(images, mask=None):
-        return viz.translate(generator, np.asarray(images, np.float32), batch_size)
+        return middle(viz.translate(generator, np.asarray(images, np.float32), batch_size))
     return translate
 
 
@@ -129,7 +136,8 @@ def load_method(source, *, direction: str | None = None, batch_size: int = 8,
     generator = load_generator(source, precision)
     size = generator.input_shape[1]
     return Method(source.stem, size, {direction: keras_translator(generator, batch_size)},
-                  str(source), compute_policy(generator))
+                  str(source), compute_policy(generator),
+                  context_of(int(generator.input_shape[-1])))
 
 
 def _load_run(run: RunDir, batch_size: int, precision: str | None) -> Method:
@@ -148,7 +156,8 @@ def _load_run(run: RunDir, batch_size: int, precision: str | None) -> Method:
             generator = load_generator(path, precision)
             policy = compute_policy(generator)
             translators[d] = keras_translator(generator, batch_size)
-    return Method(config.model, config.image_size, translators, str(run.path), policy)
+    return Method(config.model, config.image_size, translators, str(run.path), policy,
+                  config.context_slices)
 
 
 def preprocessing_settings(source) -> dict:

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .data.axial import from_slice, to_slice
+from .data.context import plane_rows, stack
 from .data.nifti import load_volume, save_volume
 from .data.slices import block_mean
 
@@ -47,14 +48,15 @@ def _resize(images: np.ndarray, size: int) -> np.ndarray:
 
 
 def translate_volume(translate: Translate, volume: np.ndarray, mask: np.ndarray, *,
-                     image_size: int, slice_size: int = 256,
-                     batch_size: int = 16) -> np.ndarray:
+                     image_size: int, slice_size: int = 256, batch_size: int = 16,
+                     context: int = 0) -> np.ndarray:
     """Translate every axial plane of a template-space volume that holds brain.
 
     ``volume`` is on the [0, 1] scale (zero outside ``mask``); each plane with brain
     becomes a ``slice_size`` image (as in the slice store), is averaged down to
-    ``image_size``, translated, and brought back up and into the plane. Returns the
-    synthetic volume on the [0, 1] scale, zero outside ``mask``.
+    ``image_size``, translated (with ``context`` planes below and above as channels
+    for a 2.5-D method, repeated at the brain's ends), and brought back up and into
+    the plane. Returns the synthetic volume on the [0, 1] scale, zero outside ``mask``.
     """
     zs = [k for k in range(mask.shape[2]) if mask[:, :, k].any()]
     out = np.zeros(mask.shape, np.float32)
@@ -64,6 +66,8 @@ def translate_volume(translate: Translate, volume: np.ndarray, mask: np.ndarray,
     masks = np.stack([to_slice(mask[:, :, k].astype(np.float32), slice_size) for k in zs])
     small = _resize(planes, image_size)[..., None]
     small_masks = _resize(masks, image_size)[..., None] > 0.5
+    if context:
+        small = stack(small, plane_rows(len(zs), context))
     outputs = []
     for start in range(0, len(zs), batch_size):
         outputs.append(np.asarray(translate(small[start:start + batch_size],
@@ -108,7 +112,7 @@ def _original_layout(data_ras: np.ndarray, input_path: Path):
 
 def synthesize_volume(translate: Translate, input_path, output_path, *, direction: str,
                       image_size: int, slice_size: int = 256, clip_low: float = 0.5,
-                      clip_high: float = 99.5, batch_size: int = 16,
+                      clip_high: float = 99.5, batch_size: int = 16, context: int = 0,
                       log=print) -> dict:
     """Translate a whole NIfTI volume and write the result in the input's space.
 
@@ -123,6 +127,8 @@ def synthesize_volume(translate: Translate, input_path, output_path, *, directio
         slice_size: The slice size of the training store (slices are padded to it).
         clip_low, clip_high: The intensity percentiles used in preprocessing.
         batch_size: Slices per call of ``translate``.
+        context: The method's 2.5-D context (``translate`` takes each slice with this
+            many neighbours below and above as channels).
         log: Progress messages (``print``; ``None`` for silence).
 
     Returns:
@@ -175,7 +181,8 @@ def synthesize_volume(translate: Translate, input_path, output_path, *, directio
     normalised = np.clip((in_template - lo) / (hi - lo), 0, 1).astype(np.float32)
     normalised[~mask] = 0.0
     out_template = translate_volume(translate, normalised, mask, image_size=image_size,
-                                    slice_size=slice_size, batch_size=batch_size)
+                                    slice_size=slice_size, batch_size=batch_size,
+                                    context=context)
     zs = [k for k in range(mask.shape[2]) if mask[:, :, k].any()]
     lap("translate")
 

@@ -31,6 +31,7 @@ from . import viz
 from .checkpoints import CheckpointManager, collect_state, restore_state
 from .config import RESUMABLE_CHANGES, TrainConfig
 from .data.batches import eval_batches, steps_per_epoch, training_dataset
+from .data.context import with_context
 from .data.slices import SliceSet, fit_to_size, load_split
 from .distribute import check_global_batch, describe, resolve_strategy
 from .factory import build_model
@@ -174,7 +175,8 @@ def train(config: TrainConfig, run_dir, data=None, *, train_data: SliceSet | Non
     if config.checks_collapse and config.validate:
         if usable(val_data):
             check = CollapseCheck(val_data, train_data, grace_epochs=config.collapse_grace,
-                                  epochs=validation_epochs(config))
+                                  epochs=validation_epochs(config),
+                                  context=config.context_slices)
         else:
             print(f"[colab_utils] {run.path}: no paired validation slices with brain masks; "
                   "training without the collapse check")
@@ -232,6 +234,8 @@ def _train_attempt(config: TrainConfig, run: RunDir, train_data: SliceSet,
                 "variables": {k: [v.path for v in vs] for k, vs in model.state_groups().items()}}
         manager.save(at_step, collect_state(model.state_groups()), meta)
 
+    # What the networks see: each slice with its neighbours (2.5-D), or the slice.
+    val_data = with_context(val_data, config.context_slices)
     callbacks = _callbacks(config, run, val_data, show_inline, save, spe, check,
                            extra_callbacks)
     # Validation needs no gradients: a multiple of the batch size of at least
@@ -300,7 +304,8 @@ def _fit(model, config: TrainConfig, seed: int, train_data: SliceSet, val_ds, ca
         dataset = training_dataset(
             train_data, batch_size=config.batch_size, steps_per_epoch=spe, seed=seed,
             start_step=step, end_step=end, paired=config.paired, augmentation=config.augment,
-            jitter_size=config.jitter_size if config.augment else None)
+            jitter_size=config.jitter_size if config.augment else None,
+            context=config.context_slices)
         whole = step % spe == 0 and (end - step) % spe == 0
         model.fit(dataset, initial_epoch=epoch, epochs=end // spe if whole else epoch + 1,
                   steps_per_epoch=spe if whole else end - step,

@@ -49,7 +49,8 @@ def translation_grid(gen_t1_to_t2, gen_t2_to_t1, t1: np.ndarray, t2: np.ndarray,
 
     Args:
         gen_t1_to_t2, gen_t2_to_t1: The generators.
-        t1, t2: Slices (N, H, W, C) in [0, 1]; aligned if ``paired``.
+        t1, t2: Slices (N, H, W, C) in [0, 1]; aligned if ``paired``. With several
+            channels (2.5-D neighbourhoods) the middle one is shown.
         paired: Add a ground-truth column.
         title: Figure title (e.g. the epoch).
     """
@@ -70,7 +71,9 @@ def translation_grid(gen_t1_to_t2, gen_t2_to_t1, t1: np.ndarray, t2: np.ndarray,
     for r, row in enumerate(rows):
         for c, (label, image) in enumerate(row):
             ax = axes[r, c]
-            ax.imshow(image[..., 0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+            # The middle channel: the slice itself when the networks see neighbours (2.5-D).
+            ax.imshow(image[..., image.shape[-1] // 2], cmap="gray", vmin=0.0, vmax=1.0,
+                      interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if r < 2 or c == 0:

@@ -251,7 +251,7 @@ def score_subject(method, volumes: SubjectVolumes, direction: str, *, slice_size
     synthetic = translate_volume(
         lambda images, masks: method.translate(images, masks, direction=direction),
         volumes.volume(source), volumes.mask, image_size=method.image_size or slice_size,
-        slice_size=slice_size, batch_size=batch_size)
+        slice_size=slice_size, batch_size=batch_size, context=method.context)
     row = {"direction": direction, "subject": volumes.subject,
            **score_volume(volumes.volume(target), synthetic, volumes.mask)}
     _, _, affine = mni_template()

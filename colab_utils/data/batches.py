@@ -50,8 +50,8 @@ def augment(image, seed, *, image_size: int, jitter_size: int):
 
 def training_dataset(slices: SliceSet, *, batch_size: int, steps_per_epoch: int, seed: int,
                      start_step: int, end_step: int, paired: bool | None = None,
-                     augmentation: bool = True, jitter_size: int | None = None
-                     ) -> tf.data.Dataset:
+                     augmentation: bool = True, jitter_size: int | None = None,
+                     context: int = 0) -> tf.data.Dataset:
     """Batches ``(t1, t2)`` for global steps ``[start_step, end_step)``.
 
     Each batch is (batch, H, W, C) float32 in [-1, 1]. Step ``s`` is batch
@@ -68,6 +68,8 @@ def training_dataset(slices: SliceSet, *, batch_size: int, steps_per_epoch: int,
             defaults to ``slices.paired``.
         augmentation: Apply jitter, crop and flip.
         jitter_size: Size before the random crop (``None``: no resize).
+        context: Each image is its slice with this many neighbours below and above
+            as channels (:mod:`colab_utils.data.context`), gathered batch by batch.
     """
     paired = slices.paired if paired is None else paired
     if paired and not slices.paired:
@@ -87,11 +89,23 @@ def training_dataset(slices: SliceSet, *, batch_size: int, steps_per_epoch: int,
         parts["position"].append(np.arange(first, last, dtype=np.int64))
     columns = {k: (np.concatenate(v) if v else np.zeros(0, np.int64)) for k, v in parts.items()}
     t1_store, t2_store = slices.t1, slices.t2
-    shape = slices.image_shape
-    size = shape[0]
+    height, width, channels = slices.image_shape
+    shape = (height, width, channels * (2 * context + 1))
+    size = height
+    if context:
+        from .context import rows_of
 
-    def gather(i1, i2):
-        return t1_store[i1], t2_store[i2]
+        rows = {"t1": rows_of(slices, context, "t1"), "t2": rows_of(slices, context, "t2")}
+
+        def neighbourhood(store, at):  # (2k + 1, H, W, C) -> (H, W, (2k + 1)·C)
+            return np.moveaxis(store[at], 0, 2).reshape(shape)
+
+        def gather(i1, i2):
+            return (neighbourhood(t1_store, rows["t1"][i1]),
+                    neighbourhood(t2_store, rows["t2"][i2]))
+    else:
+        def gather(i1, i2):
+            return t1_store[i1], t2_store[i2]
 
     def load(i1, i2, epoch, position):
         t1, t2 = tf.numpy_function(gather, [i1, i2], [tf.float32, tf.float32], stateful=False)
