@@ -88,7 +88,7 @@ def _cmd_evaluate(args) -> int:
 
     result = evaluate(args.run, args.data, split=args.split, out=args.out,
                       batch_size=args.batch_size, precision=args.precision,
-                      volumes=args.volumes)
+                      volumes=args.volumes, plane_step=args.plane_step)
     print(f"metrics written to {result.directory} (per_slice.csv, per_subject.csv, "
           f"summary.csv, summary.md, examples_*.png{', volumes.csv' if args.volumes else ''})")
     return 0
@@ -271,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
                                "the store's resolution, and score it on axial, coronal and "
                                "sagittal planes, for flicker, and on the scan's own grid "
                                "(needs the scans the store was made from)")
+    evaluate.add_argument("--plane-step", type=int, default=1,
+                          help="with --volumes: score every n-th plane (default 1, all)")
     evaluate.set_defaults(func=_cmd_evaluate)
 
     comp = commands.add_parser(

@@ -364,6 +364,8 @@ class Experiment:
     # (colab_utils.volumes; seconds per subject and method on a CPU).
     volume_methods: tuple[str, ...] = ("simple", "supervised", "pix2pix", "cyclegan",
                                        "cyclegan_s", "unit", "unit_s")
+    # Whole-volume metrics on every n-th plane of each orientation (1: all of them).
+    volume_plane_step: int = 1
 
     def validated(self) -> Experiment:
         self.data.validated()
@@ -372,6 +374,10 @@ class Experiment:
             check_choice("methods", method, MODELS)
         for method in self.volume_methods:
             check_choice("volume_methods", method, MODELS)
+        if isinstance(self.volume_plane_step, bool) or not isinstance(
+                self.volume_plane_step, int) or self.volume_plane_step < 1:
+            raise ValueError(f"volume_plane_step: expected an integer >= 1, got "
+                             f"{self.volume_plane_step!r}")
         if len(set(self.methods)) < 2:
             raise ValueError(f"methods: expected at least two different methods, got "
                              f"{list(self.methods)}")
@@ -384,14 +390,15 @@ class Experiment:
     @staticmethod
     def own_fields() -> tuple[str, ...]:
         return ("methods", "reference", "cyclegan_step_factor", "unit_step_factor",
-                "volume_methods")
+                "volume_methods", "volume_plane_step")
 
     def to_dict(self) -> dict:
         return {"data": self.data.to_dict(), "train": self.train.to_dict(),
                 "methods": list(self.methods), "reference": self.reference,
                 "cyclegan_step_factor": self.cyclegan_step_factor,
                 "unit_step_factor": self.unit_step_factor,
-                "volume_methods": list(self.volume_methods)}
+                "volume_methods": list(self.volume_methods),
+                "volume_plane_step": self.volume_plane_step}
 
     def with_overrides(self, **values) -> Experiment:
         """A copy with settings changed by name (each name is unique in the tree);
@@ -422,7 +429,8 @@ class Experiment:
                                   if m.strip())
         return Experiment(data, train, tuple(own["methods"]), str(own["reference"]),
                           float(own["cyclegan_step_factor"]), float(own["unit_step_factor"]),
-                          tuple(own["volume_methods"])).validated()
+                          tuple(own["volume_methods"]),
+                          int(own["volume_plane_step"])).validated()
 
 
 def all_setting_names() -> tuple[str, ...]:

@@ -222,7 +222,7 @@ def check_no_leakage(run, slices: SliceSet, split: str) -> None:
 
 def evaluate(run, data, *, split: str = "test", out=None, batch_size: int = 32,
              examples: int = 3, precision: str | None = None,
-             volumes: bool = False) -> Evaluation:
+             volumes: bool = False, plane_step: int = 1) -> Evaluation:
     """Evaluate a run (or exported model) on a paired split, in both directions.
 
     Args:
@@ -237,6 +237,8 @@ def evaluate(run, data, *, split: str = "test", out=None, batch_size: int = 32,
         volumes: Also translate and score each subject's whole volume
             (:func:`evaluate_volumes`; needs a slice store and the scans it was
             made from).
+        plane_step: Whole-volume metrics on every ``plane_step``-th plane (1: all;
+            larger is faster, a sample of the same planes).
 
     Returns:
         An :class:`Evaluation`.
@@ -273,13 +275,14 @@ def evaluate(run, data, *, split: str = "test", out=None, batch_size: int = 32,
     atomic_write_bytes(directory / "summary.md", summary_markdown(
         summary, f"{method.name}: {split} split of {data}").encode())
     if volumes:
-        evaluate_volumes(method, data, sorted({str(s) for s in subjects}), directory)
+        evaluate_volumes(method, data, sorted({str(s) for s in subjects}), directory,
+                         plane_step=plane_step)
     write_record(directory / "evaluation.json", {
         "run": str(run), "method": method.name, "data": str(Path(data).resolve()),
         "split": split, "subjects": sorted({str(s) for s in subjects}),
         "image_size": method.image_size, "n_slices": len(slices.t1),
         "trained_step": RunDir(run).trained_step(), "policy": method.policy or None,
-        "volumes": bool(volumes)})
+        "volumes": bool(volumes), "plane_step": plane_step if volumes else None})
     computed = f" in {method.policy}" if method.policy else ""
     print(f"[colab_utils] evaluated {method.name}{computed} on {len(slices.t1)} {split} slices "
           f"of {len(set(subjects))} subjects; tables and figures in {directory}")
@@ -335,11 +338,12 @@ def examples_figure(inputs, estimate, reference, mask, scores, direction, name, 
                        error_columns={3}, title=f"{name}, {LABELS[direction]}")
 
 
-def evaluate_volumes(method: Method, store, subjects: list[str], directory) -> list[dict]:
+def evaluate_volumes(method: Method, store, subjects: list[str], directory, *,
+                     plane_step: int = 1) -> list[dict]:
     """Translate and score each subject's whole volume in both directions
     (:func:`colab_utils.volumes.score_subject`); writes ``volumes.csv`` and
     ``volumes.md`` to ``directory`` and returns the rows."""
-    from .volumes import VOLUME_COLUMNS, score_subject, subject_volumes
+    from .volumes import score_subject, subject_volumes
 
     settings = read_record(Path(store) / "preprocess.json").get("config")
     if not settings:
@@ -351,20 +355,25 @@ def evaluate_volumes(method: Method, store, subjects: list[str], directory) -> l
                                   clip_high=settings["clip_high"])
         for direction in method.translators:
             row, _ = score_subject(method, volumes, direction,
-                                   slice_size=settings["slice_size"])
+                                   slice_size=settings["slice_size"], plane_step=plane_step)
             rows.append(row)
     directory = Path(directory)
     write_csv(directory / "volumes.csv", rows)
     lines = [f"# {method.name}: whole volumes ({len(subjects)} subjects)", "",
-             "Per subject, the mean over planes inside the brain mask; flicker across "
-             "axial planes; native: on the source scan's own grid.", "",
-             "| direction | " + " | ".join(VOLUME_COLUMNS) + " |",
-             "|---|" + "---|" * len(VOLUME_COLUMNS)]
+             "Mean over subjects of each subject's mean over planes inside the brain mask; "
+             "native: on the source scan's own grid. Flicker: the error of the change from "
+             "one axial plane to the next (ratio: over the real change; 0 is perfect).", ""]
     for direction in DIRECTIONS:
         mine = [r for r in rows if r["direction"] == direction]
-        if mine:
-            lines.append(f"| {LABELS[direction]} | " + " | ".join(
-                f"{np.mean([r[c] for r in mine]):.4g}" for c in VOLUME_COLUMNS) + " |")
+        if not mine:
+            continue
+        lines += [f"## {LABELS[direction]}", "", "| planes | " + " | ".join(
+            m.upper() for m in METRICS) + " |", "|---|" + "---|" * len(METRICS)]
+        for plane in ("axial", "coronal", "sagittal", "native"):
+            lines.append(f"| {plane} | " + " | ".join(
+                f"{np.mean([r[f'{plane}_{m}'] for r in mine]):.4g}" for m in METRICS) + " |")
+        lines += ["", f"Flicker {np.mean([r['flicker'] for r in mine]):.4g}, ratio "
+                      f"{np.mean([r['flicker_ratio'] for r in mine]):.3g}.", ""]
     atomic_write_bytes(directory / "volumes.md", ("\n".join(lines) + "\n").encode())
     print(f"[colab_utils] {method.name}: whole volumes of {len(subjects)} subjects scored; "
           f"{directory / 'volumes.csv'}")

@@ -165,32 +165,38 @@ MIN_PLANE_VOXELS = 100
 
 
 def plane_metrics(reference, estimate, mask, *, axis: int, data_range: float = 1.0,
-                  min_voxels: int = MIN_PLANE_VOXELS) -> dict:
+                  min_voxels: int = MIN_PLANE_VOXELS, step: int = 1) -> dict:
     """Every metric of :data:`METRICS` on each plane of two volumes, averaged over planes.
 
     The planes are those perpendicular to ``axis`` (for RAS volumes: 2 axial, 1
-    coronal, 0 sagittal) that hold at least ``min_voxels`` voxels of ``mask``. Each
-    plane's value is what the 2-D masked metric of this module gives for it (the
-    same windows, bins and conventions), computed for all planes at once.
+    coronal, 0 sagittal) that hold at least ``min_voxels`` voxels of ``mask``, every
+    ``step``-th of them (1: all). Each plane's value is what the 2-D masked metric of
+    this module gives for it (the same windows, bins and conventions), computed for
+    all planes at once (in float32; within 1e-5 of the 2-D functions).
 
     Returns:
         ``{"mae", "mse", "psnr", "ssim", "mi", "n_planes"}``: means over the planes.
     """
-    ref = np.moveaxis(np.asarray(reference, np.float64), axis, -1)
-    est = np.moveaxis(np.asarray(estimate, np.float64), axis, -1)
-    inside = np.moveaxis(np.asarray(mask, bool), axis, -1)
-    if ref.ndim != 3 or ref.shape != est.shape or inside.shape != ref.shape:
+    if np.shape(reference) != np.shape(estimate) or np.shape(mask) != np.shape(reference) \
+            or np.ndim(reference) != 3:
         raise ValueError(f"expected two 3-D volumes and a mask of one shape, got "
                          f"{np.shape(reference)}, {np.shape(estimate)} and {np.shape(mask)}")
+    inside = np.moveaxis(np.asarray(mask, bool), axis, -1)
+    keep = np.flatnonzero(inside.sum(axis=(0, 1)) >= min_voxels)[::max(1, int(step))]
+    if not keep.size:
+        raise ValueError(f"no plane across axis {axis} holds {min_voxels} mask voxels")
+    inside = np.ascontiguousarray(inside[..., keep])
+    ref = np.ascontiguousarray(np.moveaxis(np.asarray(reference, np.float32), axis, -1)[..., keep])
+    est = np.ascontiguousarray(np.moveaxis(np.asarray(estimate, np.float32), axis, -1)[..., keep])
     if not (np.isfinite(ref).all() and np.isfinite(est).all()):
         raise ValueError("the volumes contain NaN or infinite values")
-    keep = inside.sum(axis=(0, 1)) >= min_voxels
-    if not keep.any():
-        raise ValueError(f"no plane across axis {axis} holds {min_voxels} mask voxels")
-    ref, est, inside = ref[..., keep], est[..., keep], inside[..., keep]
     counts = inside.sum(axis=(0, 1))
-    error = np.where(inside, ref - est, 0.0)
-    mse_ = (error ** 2).sum(axis=(0, 1)) / counts
+    ref[~inside] = 0.0
+    est[~inside] = 0.0
+    error = ref - est
+    mae_ = np.abs(error).sum(axis=(0, 1), dtype=np.float64) / counts
+    mse_ = np.square(error).sum(axis=(0, 1), dtype=np.float64) / counts
+    del error
     with np.errstate(divide="ignore"):
         psnr_ = np.minimum(PSNR_CAP_DB, 10.0 * np.log10(data_range ** 2 / mse_))
 
@@ -198,19 +204,18 @@ def plane_metrics(reference, estimate, mask, *, axis: int, data_range: float = 1
         return gaussian_filter(image, sigma=(SSIM_SIGMA, SSIM_SIGMA, 0), truncate=SSIM_TRUNCATE,
                                mode="reflect")
 
-    r, e = np.where(inside, ref, 0.0), np.where(inside, est, 0.0)
-    mu_r, mu_e = blur(r), blur(e)
-    var_r, var_e = blur(r * r) - mu_r ** 2, blur(e * e) - mu_e ** 2
-    cov = blur(r * e) - mu_r * mu_e
+    mu_r, mu_e = blur(ref), blur(est)
+    var_r = blur(ref * ref) - mu_r * mu_r
+    var_e = blur(est * est) - mu_e * mu_e
+    cov = blur(ref * est) - mu_r * mu_e
     c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
     ssim_map_ = ((2 * mu_r * mu_e + c1) * (2 * cov + c2)
-                 / ((mu_r ** 2 + mu_e ** 2 + c1) * (var_r + var_e + c2)))
-    ssim_ = np.where(inside, ssim_map_, 0.0).sum(axis=(0, 1)) / counts
-    return {"mae": float((np.abs(error).sum(axis=(0, 1)) / counts).mean()),
-            "mse": float(mse_.mean()), "psnr": float(psnr_.mean()),
+                 / ((mu_r * mu_r + mu_e * mu_e + c1) * (var_r + var_e + c2)))
+    ssim_ = np.where(inside, ssim_map_, 0.0).sum(axis=(0, 1), dtype=np.float64) / counts
+    return {"mae": float(mae_.mean()), "mse": float(mse_.mean()), "psnr": float(psnr_.mean()),
             "ssim": float(ssim_.mean()),
             "mi": float(_plane_mutual_information(ref, est, inside, data_range).mean()),
-            "n_planes": int(keep.sum())}
+            "n_planes": int(keep.size)}
 
 
 def _plane_mutual_information(ref, est, inside, data_range, bins: int = MI_BINS):

@@ -167,7 +167,7 @@ def train_methods(store, out, experiment: Experiment, *, timer: StepTimer | None
 
 
 def evaluate_runs(runs, store, *, split: str = "test", timer: StepTimer | None = None,
-                  examples: int = 3, volume_methods=()) -> None:
+                  examples: int = 3, volume_methods=(), plane_step: int = 1) -> None:
     """Evaluate each run that has no evaluation of its current training state; runs of
     ``volume_methods`` also on whole volumes."""
     from .evaluation import evaluate, is_current
@@ -180,8 +180,9 @@ def evaluate_runs(runs, store, *, split: str = "test", timer: StepTimer | None =
                       "training step")
             continue
         timer(f"evaluate {Path(run).name} ({split}{', volumes' if volumes else ''})",
-              lambda run=run, volumes=volumes: evaluate(run, store, split=split,
-                                                        examples=examples, volumes=volumes))
+              lambda run=run, volumes=volumes: evaluate(
+                  run, store, split=split, examples=examples, volumes=volumes,
+                  plane_step=plane_step))
 
 
 def run_pipeline(experiment: Experiment | None = None, out="runs/phantom", data_dir="data",
@@ -227,7 +228,8 @@ def run_pipeline(experiment: Experiment | None = None, out="runs/phantom", data_
         warnings += (failed_methods(validation.table) if "simple" in experiment.methods
                      else [])
         evaluate_runs(runs, store, split="test", timer=timer,
-                      volume_methods=experiment.volume_methods)
+                      volume_methods=experiment.volume_methods,
+                      plane_step=experiment.volume_plane_step)
         test = timer("compare (test)", lambda: compare(
             runs, out / "comparison", data=store, split="test", reference=reference))
     else:

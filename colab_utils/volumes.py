@@ -212,14 +212,16 @@ def _crop(mask: np.ndarray) -> tuple[slice, ...]:
     return tuple(box)
 
 
-def score_volume(reference: np.ndarray, estimate: np.ndarray, mask: np.ndarray) -> dict:
+def score_volume(reference: np.ndarray, estimate: np.ndarray, mask: np.ndarray, *,
+                 plane_step: int = 1) -> dict:
     """Template-space scores of a synthetic volume: each metric on axial, coronal and
-    sagittal planes (``axial_ssim``, ...) and the flicker across axial planes."""
+    sagittal planes (``axial_ssim``, ...; every ``plane_step``-th plane) and the flicker
+    across axial planes (all of them)."""
     box = _crop(mask)
     reference, estimate, mask = reference[box], estimate[box], mask[box]
     row = {}
     for plane, axis in PLANES:
-        scores = plane_metrics(reference, estimate, mask, axis=axis)
+        scores = plane_metrics(reference, estimate, mask, axis=axis, step=plane_step)
         row.update({f"{plane}_{metric}": scores[metric] for metric in METRICS})
         row[f"{plane}_planes"] = scores["n_planes"]
     row.update(flicker(reference, estimate, mask, axis=2))
@@ -227,7 +229,7 @@ def score_volume(reference: np.ndarray, estimate: np.ndarray, mask: np.ndarray) 
 
 
 def score_native(grid: NativeGrid, synthetic_template: np.ndarray, template_mask: np.ndarray,
-                 template_affine: np.ndarray) -> dict:
+                 template_affine: np.ndarray, *, plane_step: int = 1) -> dict:
     """Native-space scores: the synthetic volume on the source's grid (as ``synthesize``
     writes it) against the real target there, on the grid's axial planes."""
     from .synthesis import to_grid
@@ -235,15 +237,17 @@ def score_native(grid: NativeGrid, synthetic_template: np.ndarray, template_mask
     synthetic = to_grid(synthetic_template, template_mask, template_affine, grid.image(),
                         grid.transform())
     box = _crop(grid.mask)
-    scores = plane_metrics(grid.target[box], synthetic[box], grid.mask[box], axis=2)
+    scores = plane_metrics(grid.target[box], synthetic[box], grid.mask[box], axis=2,
+                           step=plane_step)
     return {**{f"native_{metric}": scores[metric] for metric in METRICS},
             "native_planes": scores["n_planes"]}
 
 
 def score_subject(method, volumes: SubjectVolumes, direction: str, *, slice_size: int,
-                  batch_size: int = 16) -> tuple[dict, np.ndarray]:
-    """Translate a subject's source volume with ``method`` and score it; returns the
-    row and the synthetic template-space volume."""
+                  batch_size: int = 16, plane_step: int = 1) -> tuple[dict, np.ndarray]:
+    """Translate a subject's source volume with ``method`` and score it (plane metrics on
+    every ``plane_step``-th plane); returns the row and the synthetic template-space
+    volume."""
     from .data.template import mni_template
     from .synthesis import translate_volume
 
@@ -253,9 +257,11 @@ def score_subject(method, volumes: SubjectVolumes, direction: str, *, slice_size
         volumes.volume(source), volumes.mask, image_size=method.image_size or slice_size,
         slice_size=slice_size, batch_size=batch_size, context=method.context)
     row = {"direction": direction, "subject": volumes.subject,
-           **score_volume(volumes.volume(target), synthetic, volumes.mask)}
+           **score_volume(volumes.volume(target), synthetic, volumes.mask,
+                          plane_step=plane_step)}
     _, _, affine = mni_template()
-    row.update(score_native(volumes.native[direction], synthetic, volumes.mask, affine))
+    row.update(score_native(volumes.native[direction], synthetic, volumes.mask, affine,
+                            plane_step=plane_step))
     return row, synthetic
 
 

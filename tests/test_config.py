@@ -61,7 +61,7 @@ def test_presets_are_whole_and_fields_left_unset_keep_them():
     assert (small.train.image_size, small.train.jitter_size, small.train.epochs,
             small.train.epochs_decay) == (128, 144, 3, 100)
     demo = preset("demo")
-    assert (demo.train.image_size, demo.train.steps_per_epoch, demo.data.subjects) == (64, 40, 12)
+    assert (demo.train.image_size, demo.train.steps_per_epoch, demo.data.subjects) == (64, 32, 12)
     ixi = preset("ixi-40")
     assert (ixi.data.source, ixi.data.protocol, ixi.data.subjects) == ("ixi", "ixi-40", 40)
     assert ixi.train == paper.train
@@ -71,10 +71,13 @@ def test_presets_are_whole_and_fields_left_unset_keep_them():
         preset("fast")
 
 
-def test_method_config_gives_cyclegan_longer_epochs():
+def test_method_config_gives_cyclegan_longer_epochs_and_unit_shorter_ones():
     demo = preset("demo")
-    assert method_config(demo, "cyclegan").steps_per_epoch == 80  # 40 × 2.0
-    assert method_config(demo, "cyclegan_s").steps_per_epoch == 40
+    assert method_config(demo, "cyclegan").steps_per_epoch == 80  # 32 × 2.5
+    assert method_config(demo, "cyclegan_s").steps_per_epoch == 32
+    assert method_config(demo, "unit").steps_per_epoch == 16  # 32 × 0.5
+    assert method_config(demo, "unit_s").steps_per_epoch == 16
+    assert method_config(demo, "unit").model_lr == pytest.approx(4e-4)  # 8e-4 × 0.5
     assert method_config(demo, "pix2pix").model == "pix2pix"
     assert method_config(preset("demo", steps_per_epoch=5, cyclegan_step_factor=1.5),
                          "cyclegan").steps_per_epoch == 8
@@ -114,7 +117,8 @@ def test_a_run_config_written_before_the_settings_tree_still_loads(tmp_path):
     ("image_size", 30, "multiple of 4"),
     ("batch_size", 0, "'batch_size': expected > 0"),
     ("precision", "fp8", "expected one of"),
-    ("model", "unit", "'cyclegan', 'cyclegan_s', 'pix2pix', 'supervised', 'simple'"),
+    ("model", "munit",
+     "'cyclegan', 'cyclegan_s', 'unit', 'unit_s', 'pix2pix', 'supervised', 'simple'"),
     ("lambda_l1", -1.0, "'lambda_l1': expected >= 0"),
     ("lambda_structure", -0.5, "'lambda_structure': expected >= 0"),
     ("pool_size", -2, "'pool_size': expected >= 0"),
@@ -141,7 +145,13 @@ def test_bad_data_settings_are_rejected(field, value, message):
 
 @pytest.mark.parametrize("overrides, message", [
     ({"methods": "simple"}, "at least two"),
-    ({"methods": "simple,unit"}, "methods"),
+    ({"methods": "simple,munit"}, "methods"),
+    ({"volume_methods": "cyclegan,munit"}, "volume_methods"),
+    ({"volume_plane_step": 0}, "volume_plane_step"),
+    ({"unit_step_factor": -1.0}, "unit_step_factor"),
+    ({"unit_weights": "10,0.1,100,0.1"}, "unit_weights"),
+    ({"unit_weights": "10,0.1,-100,0.1,100"}, "unit_weights"),
+    ({"context_slices": 5}, "context_slices"),
     ({"reference": "pix2pix", "methods": "simple,cyclegan"}, "reference"),
     ({"strategy": "horovod"}, "strategy"),
     ({"cyclegan_step_factor": 0.0}, "cyclegan_step_factor"),

@@ -145,6 +145,9 @@ def test_notebooks_run_top_to_bottom_and_produce_their_results(executed):
         assert {r["direction"] for r in rows} == {"t1_to_t2", "t2_to_t1"}
         assert all(0 <= r["mae_masked"] <= 1 for r in rows)
     assert _images(outputs["03_evaluate"]) == 2
+    volumes = read_csv(run / "metrics" / "test" / "volumes.csv")  # whole test volumes
+    assert [r["direction"] for r in volumes] == ["t1_to_t2", "t2_to_t1"]
+    assert "coronal_ssim" in json.dumps(outputs["03_evaluate"])
     # 04: the comparison of every method, reusing notebook 02's CycleGAN run.
     table = read_csv(workdir / "runs" / "comparison" / "table.csv")
     assert {r["method"] for r in table} == {"simple", "cyclegan"}
@@ -163,6 +166,8 @@ def test_notebooks_run_top_to_bottom_and_produce_their_results(executed):
     report = (workdir / "runs" / "comparison" / "report.md").read_text()
     assert "| simple |" in report and "| cyclegan |" in report
     assert "How long each step took" in report
+    # The smoke preset scores CycleGAN's whole volumes (notebook 03 already did).
+    assert "## Whole volumes" in report and "| cyclegan |" in report.split("## Whole volumes")[1]
     # Honest statistics: subjects are the unit, n is said, and what n cannot show.
     assert "mean ± std over n = 1 subjects' means" in report
     assert "no difference can reach p < 0.05 here" in report
