@@ -183,30 +183,8 @@ class CycleGAN(TranslationModel):
         )
         return out
 
-    def train_step(self, data):
-        # 1. Translate both ways, cycle back, and map each domain to itself.
-        # 2. Generator loss: adversarial + λ_cycle·cycle + λ_identity·identity
-        #    (+ λ_structure·MIND structure term)
-        #    (+ λ_supervised·L1 to the paired target for CycleGAN_s).
-        # 3. Update both generators with one optimizer.
-        # 4. Pass the synthetic images through the image pools.
-        # 5. Discriminator loss: real vs. pooled synthetic, per domain.
-        # 6. Update both discriminators; count the step; return mean losses.
-        real_t1, real_t2 = data
-        out = self._update_generators(real_t1, real_t2)
+    def _judged_fakes(self, out: dict):
+        # The discriminators learn from the image pools' history of translations.
         step = self.global_step.value
-        pooled_t1 = self.pool_t1(tf.stop_gradient(out["fake_t1"]), step=step)
-        pooled_t2 = self.pool_t2(tf.stop_gradient(out["fake_t2"]), step=step)
-        out.update(self._update_discriminators(lambda: self._disc_losses(
-            real_t1, real_t2, pooled_t1, pooled_t2, training=True)))
-        self.global_step.assign_add(1)
-        return self._update_trackers(out)
-
-    def test_step(self, data):
-        # Generator losses without updates; the supervised terms are the
-        # translation errors (meaningful when the batch is paired).
-        real_t1, real_t2 = data
-        out = self._generator_losses(real_t1, real_t2, training=False)
-        out.update(self._disc_losses(real_t1, real_t2, out["fake_t1"], out["fake_t2"],
-                                     training=False))
-        return self._update_trackers(out)
+        return (self.pool_t1(tf.stop_gradient(out["fake_t1"]), step=step),
+                self.pool_t2(tf.stop_gradient(out["fake_t2"]), step=step))

@@ -69,24 +69,3 @@ class PairedTranslator(TranslationModel):
 
     def _judge(self, domain, source, image, training):
         return getattr(self, f"disc_{domain}")(self._pair(source, image), training=training)
-
-    def train_step(self, data):
-        # 1. Translate both ways; L1 to the paired targets (+ adversarial for pix2pix).
-        # 2. Update both generators.
-        # 3. pix2pix: discriminators on (input, real) vs (input, synthetic); update them.
-        # 4. Count the step; return mean losses.
-        real_t1, real_t2 = data
-        out = self._update_generators(real_t1, real_t2)
-        if self.adversarial:
-            out.update(self._update_discriminators(lambda: self._disc_losses(
-                real_t1, real_t2, out["fake_t1"], out["fake_t2"], training=True)))
-        self.global_step.assign_add(1)
-        return self._update_trackers(out)
-
-    def test_step(self, data):
-        real_t1, real_t2 = data
-        out = self._generator_losses(real_t1, real_t2, training=False)
-        if self.adversarial:
-            out.update(self._disc_losses(real_t1, real_t2, out["fake_t1"], out["fake_t2"],
-                                         training=False))
-        return self._update_trackers(out)

@@ -116,6 +116,34 @@ class TranslationModel(keras.Model):
                                           self._judge("t2", real_t1, fake_t2, training)),
         }
 
+    def _judged_fakes(self, out: dict):
+        """The synthetic images the discriminators learn from in a step (CycleGAN: from
+        its image pools)."""
+        return out["fake_t1"], out["fake_t2"]
+
+    def train_step(self, data):
+        # 1. The subclass's forward pass and generator losses; update both generators.
+        # 2. With discriminators: real vs. synthetic per domain; update both.
+        # 3. Count the step; return the mean losses.
+        real_t1, real_t2 = data
+        out = self._update_generators(real_t1, real_t2)
+        if self.adversarial:
+            fake_t1, fake_t2 = self._judged_fakes(out)
+            out.update(self._update_discriminators(lambda: self._disc_losses(
+                real_t1, real_t2, fake_t1, fake_t2, training=True)))
+        self.global_step.assign_add(1)
+        return self._update_trackers(out)
+
+    def test_step(self, data):
+        # The losses without updates; the supervised terms are the translation errors
+        # (meaningful when the batch is paired).
+        real_t1, real_t2 = data
+        out = self._generator_losses(real_t1, real_t2, training=False)
+        if self.adversarial:
+            out.update(self._disc_losses(real_t1, real_t2, out["fake_t1"], out["fake_t2"],
+                                         training=False))
+        return self._update_trackers(out)
+
     def _update_trackers(self, out: dict) -> dict:
         for key, tracker in self.trackers.items():
             tracker.update_state(out[key])

@@ -153,27 +153,3 @@ class UNIT(TranslationModel):
                 + self.weights_cycle * (terms["cycle_t1"] + terms["cycle_t2"])
                 + self.lambda_supervised * (terms["supervised_t1_to_t2"]
                                             + terms["supervised_t2_to_t1"]))
-
-    def train_step(self, data):
-        # 1. Encode both domains, sample the codes, decode each code as both contrasts,
-        #    encode the translations again and decode them back (the cycle).
-        # 2. Generator objective: λ0·GAN + λ1·KL + λ2·VAE L1 + λ3·cycle KL + λ4·cycle L1
-        #    (+ λ_supervised·L1 to the paired target for UNIT_s); update all six parts.
-        # 3. Discriminators: real vs. translated, per domain; update them.
-        # 4. Count the step; return mean losses.
-        real_t1, real_t2 = data
-        out = self._update_generators(real_t1, real_t2)
-        out.update(self._update_discriminators(lambda: self._disc_losses(
-            real_t1, real_t2, out["fake_t1"], out["fake_t2"], training=True)))
-        self.global_step.assign_add(1)
-        return self._update_trackers(out)
-
-    def test_step(self, data):
-        # Losses on the latent means, without updates; the supervised terms are the
-        # translation errors (meaningful when the batch is paired).
-        real_t1, real_t2 = data
-        out = self._generator_losses(real_t1, real_t2, training=False)
-        out.update(self._disc_losses(real_t1, real_t2, out["fake_t1"], out["fake_t2"],
-                                     training=False))
-        return self._update_trackers(out)
-
