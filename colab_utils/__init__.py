@@ -5,14 +5,17 @@ One concept per module:
 * settings: ``config`` (the settings tree), ``presets`` (smoke, demo, paper, ixi-40);
 * data (``colab_utils.data``): ``manifest``, ``download``, ``archive``, ``ixi``,
   ``nifti``, ``template``, ``registration``, ``brain_mask``, ``qc``, ``splits``,
-  ``axial``, ``preprocess`` (the slice store), ``slices``, ``batches``,
-  ``datasets``, ``head`` and ``phantom`` (the offline phantom), ``toy``;
+  ``axial``, ``preprocess`` (the slice store), ``slices``, ``context`` (2.5-D
+  neighbourhoods), ``batches``, ``datasets``, ``head`` and ``phantom`` (the offline
+  phantom), ``toy``;
 * networks and methods: ``models`` (builders), ``losses``, ``translation`` (the base
-  model), ``cyclegan``, ``paired`` (supervised, pix2pix), ``simple`` (the baseline),
+  model), ``cyclegan``, ``unit`` (UNIT, UNIT_s), ``paired`` (supervised, pix2pix),
+  ``simple`` (the baseline),
   ``factory`` (models from settings), ``schedules``, ``precision``, ``distribute``;
 * runs: ``rundir`` (a run directory's files), ``training`` (fit and resume),
   ``callbacks``, ``checkpoints``, ``inference`` (export and load);
-* results: ``metrics``, ``evaluation``, ``compare``, ``report``, ``synthesis``;
+* results: ``metrics``, ``evaluation``, ``volumes`` (whole volumes), ``compare``,
+  ``report``, ``synthesis``;
 * glue: ``pipeline`` (the whole chain), ``cli``, ``colab``, ``viz``, ``fileio``,
   ``validation``.
 

@@ -34,7 +34,7 @@ from .config import DIRECTIONS
 from .data.slices import SliceSet, fit_to_size, load_split
 from .fileio import atomic_write_bytes
 from .inference import Method, load_method
-from .metrics import METRICS, all_metrics
+from .metrics import METRICS, plane_scores
 from .rundir import RunDir, read_record, write_record
 from .simple import brain_masks
 
@@ -89,19 +89,15 @@ def _slice_ids(slices: SliceSet) -> tuple[np.ndarray, np.ndarray]:
 
 def score_predictions(reference: np.ndarray, estimate: np.ndarray,
                       mask: np.ndarray) -> list[dict]:
-    """Every metric, masked and unmasked, for each slice of (N, H, W, C) arrays."""
-    rows = []
-    for ref, est, inside in zip(reference, estimate, mask):
-        row = {}
-        if inside.any():
-            row.update({f"{k}_masked": v for k, v in
-                        all_metrics(ref, est, data_range=1.0, mask=inside).items()})
-        else:  # a slice without brain has no masked score
-            row.update({f"{k}_masked": float("nan") for k in METRICS})
-        row.update({f"{k}_unmasked": v for k, v in
-                    all_metrics(ref, est, data_range=1.0).items()})
-        rows.append(row)
-    return rows
+    """Every metric, masked and unmasked, for each slice of (N, H, W, C) arrays (a slice
+    without brain has NaN masked scores)."""
+    ref, est = np.asarray(reference)[..., 0], np.asarray(estimate)[..., 0]
+    inside = np.asarray(mask, bool).reshape(ref.shape)
+    masked = plane_scores(ref, est, inside, axis=0)
+    whole = plane_scores(ref, est, None, axis=0)
+    return [{**{f"{k}_masked": float(masked[k][i]) for k in METRICS},
+             **{f"{k}_unmasked": float(whole[k][i]) for k in METRICS}}
+            for i in range(len(ref))]
 
 
 def per_subject_means(per_slice: list[dict]) -> list[dict]:
@@ -343,13 +339,15 @@ def evaluate_volumes(method: Method, store, subjects: list[str], directory, *,
     """Translate and score each subject's whole volume in both directions
     (:func:`colab_utils.volumes.score_subject`); writes ``volumes.csv`` and
     ``volumes.md`` to ``directory`` and returns the rows."""
-    from .volumes import score_subject, subject_volumes
+    from .volumes import prepare_subjects, score_subject, subject_volumes
 
     settings = read_record(Path(store) / "preprocess.json").get("config")
     if not settings:
         raise ValueError(f"{store}: volume evaluation needs a slice store made by "
                          "`preprocess` (preprocess.json and the scans it records)")
     rows = []
+    prepare_subjects(store, subjects, clip_low=settings["clip_low"],
+                     clip_high=settings["clip_high"], workers=settings.get("workers", 2))
     for subject in subjects:
         volumes = subject_volumes(store, subject, clip_low=settings["clip_low"],
                                   clip_high=settings["clip_high"])

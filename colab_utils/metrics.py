@@ -164,58 +164,87 @@ def all_metrics(reference, estimate, *, data_range: float = 1.0, mask=None) -> d
 MIN_PLANE_VOXELS = 100
 
 
+def plane_scores(reference, estimate, mask=None, *, axis: int,
+                 data_range: float = 1.0) -> dict:
+    """Every metric of :data:`METRICS` for each plane of two stacks, at once.
+
+    The planes are those perpendicular to ``axis``. Each value is what this module's
+    2-D function gives for that plane (the same windows, bins and conventions; with
+    ``mask``, inside it, NaN where a plane holds none of it; without, SSIM leaves out
+    the border where its window runs off the image), computed in float32 (within
+    1e-5 of the 2-D functions).
+
+    Returns:
+        ``{metric: array of one value per plane}``.
+    """
+    if np.shape(reference) != np.shape(estimate) or np.ndim(reference) != 3 or (
+            mask is not None and np.shape(mask) != np.shape(reference)):
+        raise ValueError(f"expected two 3-D stacks (and a mask) of one shape, got "
+                         f"{np.shape(reference)}, {np.shape(estimate)} and {np.shape(mask)}")
+    ref = np.array(np.moveaxis(np.asarray(reference, np.float32), axis, -1))
+    est = np.array(np.moveaxis(np.asarray(estimate, np.float32), axis, -1))
+    if not (np.isfinite(ref).all() and np.isfinite(est).all()):
+        raise ValueError("the images contain NaN or infinite values")
+    if mask is None:
+        inside = np.ones(ref.shape, bool)
+        pad = int(SSIM_TRUNCATE * SSIM_SIGMA + 0.5)
+        if min(ref.shape[:2]) <= 2 * pad:
+            raise ValueError(f"SSIM needs images larger than {2 * pad + 1} pixels, got "
+                             f"{ref.shape[:2]}")
+        window = np.zeros(ref.shape, bool)
+        window[pad:-pad, pad:-pad] = True
+    else:
+        inside = np.ascontiguousarray(np.moveaxis(np.asarray(mask, bool), axis, -1))
+        ref[~inside] = 0.0
+        est[~inside] = 0.0
+        window = inside
+    with np.errstate(divide="ignore", invalid="ignore"):
+        counts = inside.sum(axis=(0, 1)).astype(np.float64)
+        error = ref - est
+        mae_ = np.abs(error).sum(axis=(0, 1), dtype=np.float64) / counts
+        mse_ = np.square(error).sum(axis=(0, 1), dtype=np.float64) / counts
+        del error
+        psnr_ = np.where(mse_ > 0, np.minimum(PSNR_CAP_DB, 10.0 * np.log10(
+            data_range ** 2 / mse_)), PSNR_CAP_DB)
+
+        def blur(image):  # within each plane only
+            return gaussian_filter(image, sigma=(SSIM_SIGMA, SSIM_SIGMA, 0),
+                                   truncate=SSIM_TRUNCATE, mode="reflect")
+
+        mu_r, mu_e = blur(ref), blur(est)
+        var_r = blur(ref * ref) - mu_r * mu_r
+        var_e = blur(est * est) - mu_e * mu_e
+        cov = blur(ref * est) - mu_r * mu_e
+        c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
+        ssim_map_ = ((2 * mu_r * mu_e + c1) * (2 * cov + c2)
+                     / ((mu_r * mu_r + mu_e * mu_e + c1) * (var_r + var_e + c2)))
+        ssim_ = (np.where(window, ssim_map_, 0.0).sum(axis=(0, 1), dtype=np.float64)
+                 / window.sum(axis=(0, 1)))
+        mi_ = _plane_mutual_information(ref, est, inside, data_range)
+    empty = counts == 0
+    scores = {"mae": mae_, "mse": mse_, "psnr": psnr_, "ssim": ssim_, "mi": mi_}
+    return {k: np.where(empty, np.nan, v) for k, v in scores.items()}
+
+
 def plane_metrics(reference, estimate, mask, *, axis: int, data_range: float = 1.0,
                   min_voxels: int = MIN_PLANE_VOXELS, step: int = 1) -> dict:
-    """Every metric of :data:`METRICS` on each plane of two volumes, averaged over planes.
-
-    The planes are those perpendicular to ``axis`` (for RAS volumes: 2 axial, 1
-    coronal, 0 sagittal) that hold at least ``min_voxels`` voxels of ``mask``, every
-    ``step``-th of them (1: all). Each plane's value is what the 2-D masked metric of
-    this module gives for it (the same windows, bins and conventions), computed for
-    all planes at once (in float32; within 1e-5 of the 2-D functions).
+    """:func:`plane_scores` inside ``mask``, averaged over the planes that hold at least
+    ``min_voxels`` voxels of it, every ``step``-th of them (1: all).
 
     Returns:
         ``{"mae", "mse", "psnr", "ssim", "mi", "n_planes"}``: means over the planes.
     """
-    if np.shape(reference) != np.shape(estimate) or np.shape(mask) != np.shape(reference) \
-            or np.ndim(reference) != 3:
+    if np.shape(mask) != np.shape(reference) or np.ndim(reference) != 3:
         raise ValueError(f"expected two 3-D volumes and a mask of one shape, got "
                          f"{np.shape(reference)}, {np.shape(estimate)} and {np.shape(mask)}")
-    inside = np.moveaxis(np.asarray(mask, bool), axis, -1)
-    keep = np.flatnonzero(inside.sum(axis=(0, 1)) >= min_voxels)[::max(1, int(step))]
+    inside = np.asarray(mask, bool)
+    keep = np.flatnonzero(np.moveaxis(inside, axis, -1).sum(axis=(0, 1)) >= min_voxels)
+    keep = keep[::max(1, int(step))]
     if not keep.size:
         raise ValueError(f"no plane across axis {axis} holds {min_voxels} mask voxels")
-    inside = np.ascontiguousarray(inside[..., keep])
-    ref = np.ascontiguousarray(np.moveaxis(np.asarray(reference, np.float32), axis, -1)[..., keep])
-    est = np.ascontiguousarray(np.moveaxis(np.asarray(estimate, np.float32), axis, -1)[..., keep])
-    if not (np.isfinite(ref).all() and np.isfinite(est).all()):
-        raise ValueError("the volumes contain NaN or infinite values")
-    counts = inside.sum(axis=(0, 1))
-    ref[~inside] = 0.0
-    est[~inside] = 0.0
-    error = ref - est
-    mae_ = np.abs(error).sum(axis=(0, 1), dtype=np.float64) / counts
-    mse_ = np.square(error).sum(axis=(0, 1), dtype=np.float64) / counts
-    del error
-    with np.errstate(divide="ignore"):
-        psnr_ = np.minimum(PSNR_CAP_DB, 10.0 * np.log10(data_range ** 2 / mse_))
-
-    def blur(image):  # within each plane only
-        return gaussian_filter(image, sigma=(SSIM_SIGMA, SSIM_SIGMA, 0), truncate=SSIM_TRUNCATE,
-                               mode="reflect")
-
-    mu_r, mu_e = blur(ref), blur(est)
-    var_r = blur(ref * ref) - mu_r * mu_r
-    var_e = blur(est * est) - mu_e * mu_e
-    cov = blur(ref * est) - mu_r * mu_e
-    c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
-    ssim_map_ = ((2 * mu_r * mu_e + c1) * (2 * cov + c2)
-                 / ((mu_r * mu_r + mu_e * mu_e + c1) * (var_r + var_e + c2)))
-    ssim_ = np.where(inside, ssim_map_, 0.0).sum(axis=(0, 1), dtype=np.float64) / counts
-    return {"mae": float(mae_.mean()), "mse": float(mse_.mean()), "psnr": float(psnr_.mean()),
-            "ssim": float(ssim_.mean()),
-            "mi": float(_plane_mutual_information(ref, est, inside, data_range).mean()),
-            "n_planes": int(keep.size)}
+    scores = plane_scores(np.take(reference, keep, axis=axis), np.take(estimate, keep, axis=axis),
+                          np.take(inside, keep, axis=axis), axis=axis, data_range=data_range)
+    return {**{k: float(v.mean()) for k, v in scores.items()}, "n_planes": int(keep.size)}
 
 
 def _plane_mutual_information(ref, est, inside, data_range, bins: int = MI_BINS):

@@ -20,6 +20,7 @@ import dataclasses
 import json
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import keras
@@ -113,15 +114,32 @@ def _configure_reproducibility(config: TrainConfig, seed: int) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
+def _sized_split(data, split: str, channels: int, size: int) -> SliceSet | None:
+    """A split at ``size`` (``None``: the store has none), read once per process for a
+    store that has not changed since: the pipeline trains every method on it."""
+    folder = Path(data)
+    # Anything rewritten at the top of the folder (a store's index.csv, a train.npz)
+    # makes it a new read.
+    stamp = max((p.stat().st_mtime_ns for p in folder.iterdir()), default=None) \
+        if folder.is_dir() else None
+    return _read_sized(str(folder.resolve()), split, channels, size, stamp)
+
+
+@lru_cache(maxsize=2)
+def _read_sized(data: str, split: str, channels: int, size: int, stamp) -> SliceSet | None:
+    slices = load_split(data, split, channels=channels, required=split == "train")
+    return fit_to_size(slices, size) if slices is not None else None
+
+
 def _load_data(config: TrainConfig, data, train_data, val_data):
     """The training and validation splits at the configured image size (validation
     ``None`` when there is none)."""
     if train_data is None:
         if data is None:
             raise ValueError("pass a data directory (data=...) or train_data")
-        train_data = load_split(data, "train", channels=config.channels)
+        train_data = _sized_split(data, "train", config.channels, config.image_size)
         if val_data is None:
-            val_data = load_split(data, "val", channels=config.channels, required=False)
+            val_data = _sized_split(data, "val", config.channels, config.image_size)
     train_data = fit_to_size(train_data, config.image_size)
     val_data = fit_to_size(val_data, config.image_size) if val_data is not None else None
     if config.paired and not train_data.paired:

@@ -202,6 +202,37 @@ def subject_volumes(store, subject: str, *, clip_low: float, clip_high: float
     return volumes
 
 
+def prepare_subjects(store, subjects, *, clip_low: float, clip_high: float,
+                     workers: int = 2) -> None:
+    """Compute and cache the reference volumes of ``subjects`` that are not cached yet,
+    ``workers`` subjects at a time in separate processes (one ITK thread each, as in
+    preprocessing)."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from .data.preprocess import _init_worker
+
+    missing = []
+    for subject in subjects:
+        t1_path, t2_path = store_subject_files(store, subject)
+        record = {"version": CACHE_VERSION, "t1": str(t1_path), "t2": str(t2_path),
+                  "clip_low": clip_low, "clip_high": clip_high}
+        if _load(_cache_path(store, subject), subject, record) is None:
+            missing.append(subject)
+    if len(missing) < 2 or workers < 2:
+        return  # computed one by one where they are needed
+    with ProcessPoolExecutor(max_workers=min(workers, len(missing)),
+                             mp_context=get_context("spawn"), initializer=_init_worker,
+                             initargs=(1,)) as pool:
+        for future in [pool.submit(_cache_subject, str(store), s, clip_low, clip_high)
+                       for s in missing]:
+            future.result()
+
+
+def _cache_subject(store: str, subject: str, clip_low: float, clip_high: float) -> None:
+    subject_volumes(store, subject, clip_low=clip_low, clip_high=clip_high)
+
+
 def _crop(mask: np.ndarray) -> tuple[slice, ...]:
     """The brain's bounding box with :data:`_MARGIN` voxels around it."""
     box = []

@@ -142,3 +142,26 @@ def test_bad_input_gives_clear_error(kwargs, message):
 def test_ssim_refuses_images_smaller_than_its_window():
     with pytest.raises(ValueError, match="larger than 11"):
         ssim(np.zeros((8, 8)), np.zeros((8, 8)), data_range=1)
+
+
+def test_plane_scores_equal_the_2d_metrics_of_each_slice_masked_and_unmasked():
+    from colab_utils.metrics import plane_scores
+
+    rng = np.random.default_rng(4)
+    reference = rng.uniform(0, 1, (5, 24, 28))
+    estimate = np.clip(reference + rng.normal(0, 0.1, reference.shape), 0, 1)
+    mask = np.zeros(reference.shape, bool)
+    mask[:, 4:20, 6:22] = True
+    mask[3] = False  # a slice without brain: NaN masked scores, as evaluation expects
+    masked = plane_scores(reference, estimate, mask, axis=0)
+    whole = plane_scores(reference, estimate, None, axis=0)
+    for i in range(5):
+        expected = all_metrics(reference[i], estimate[i])
+        for metric, value in expected.items():
+            assert whole[metric][i] == pytest.approx(value, rel=1e-5, abs=1e-6), metric
+        if i == 3:
+            assert all(np.isnan(masked[m][i]) for m in masked)
+            continue
+        expected = all_metrics(reference[i], estimate[i], mask=mask[i])
+        for metric, value in expected.items():
+            assert masked[metric][i] == pytest.approx(value, rel=1e-5, abs=1e-6), metric
