@@ -192,6 +192,20 @@ def _load_paired(data: str, split: str, image_size: int | None,
     return slices, mask
 
 
+def _loaded(run, batch_size: int, precision: str | None) -> Method:
+    """:func:`load_method`, kept for the next split's evaluation of the same export (the
+    pipeline evaluates every run on validation, then on test)."""
+    run = Path(run)
+    files = sorted(run.rglob("export/*")) if run.is_dir() else [run]
+    stamp = tuple((str(f), f.stat().st_mtime_ns) for f in files if f.is_file())
+    return _load_cached(str(run.resolve()), batch_size, precision, stamp)
+
+
+@lru_cache(maxsize=8)
+def _load_cached(run: str, batch_size: int, precision: str | None, stamp) -> Method:
+    return load_method(run, batch_size=batch_size, precision=precision)
+
+
 def check_no_leakage(run, slices: SliceSet, split: str) -> None:
     """Refuse to score a run on subjects it trained on.
 
@@ -243,7 +257,7 @@ def evaluate(run, data, *, split: str = "test", out=None, batch_size: int = 32,
         ValueError: The run trained on subjects of this split (:func:`check_no_leakage`),
             or the split is not paired.
     """
-    method = load_method(run, batch_size=batch_size, precision=precision)
+    method = _loaded(run, batch_size, precision)
     slices, mask = load_paired(data, split, method.image_size)
     check_no_leakage(run, slices, split)
     directory = Path(out) if out else RunDir(run).metrics(split)

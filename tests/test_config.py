@@ -73,7 +73,7 @@ def test_presets_are_whole_and_fields_left_unset_keep_them():
 
 def test_method_config_gives_cyclegan_longer_epochs_and_unit_shorter_ones():
     demo = preset("demo")
-    assert method_config(demo, "cyclegan").steps_per_epoch == 80  # 32 × 2.5
+    assert method_config(demo, "cyclegan").steps_per_epoch == 64  # 32 × 2.0
     assert method_config(demo, "cyclegan_s").steps_per_epoch == 32
     assert method_config(demo, "unit").steps_per_epoch == 16  # 32 × 0.5
     assert method_config(demo, "unit_s").steps_per_epoch == 16
