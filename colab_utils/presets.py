@@ -37,24 +37,24 @@ def paper() -> Experiment:
 
 def demo() -> Experiment:
     """Minutes on a CPU: 12 phantom subjects (6 train, 2 val, 4 test), 90 axial slices
-    each at 64 px, narrow networks, 256 steps (512 for CycleGAN, 128 for UNIT and
-    UNIT_s); every method but pix2pix."""
+    each at 64 px, narrow networks, 4 epochs of 64 steps (512 steps for CycleGAN, 64
+    for UNIT and UNIT_s); every method but pix2pix."""
     data = DataConfig(subjects=12, slices="range", slice_range=(50, 140),
                       val_fraction=0.2, test_fraction=0.3, split_seed=6)
     train = TrainConfig(
         image_size=64, jitter_size=TrainConfig.jitter_for(64), gen_filters=16,
         n_res_blocks=4, disc_filters=32, long_skip=True, intensity_path=True,
         lambda_identity=0.0, lambda_structure=2.0, pool_size=20, batch_size=4, lr=8e-4,
-        epochs=6, epochs_decay=2, steps_per_epoch=32, validate_every=3, precision="auto",
+        epochs=3, epochs_decay=1, steps_per_epoch=64, validate_every=3, precision="auto",
         grid_slices=2, tensorboard=False,
-        # First verdict after epoch 6 (CycleGAN 480 steps, CycleGAN_s 192): earlier,
-        # learning runs can still trail Simple (validation evidence in docs/EXPERIMENTS.md).
-        collapse_grace=5)
+        # First verdict after epoch 3 (384 of CycleGAN's 512 steps): earlier, learning runs
+        # can still trail Simple (validation evidence in docs/EXPERIMENTS.md).
+        collapse_grace=2)
     # The 8-minute budget of the main job with UNIT, UNIT_s and whole volumes: CycleGAN
-    # 512 steps, UNIT and UNIT_s half the paired methods' steps, whole volumes for
+    # 512 steps, UNIT and UNIT_s a quarter of the paired methods' steps, whole volumes for
     # CycleGAN on every 4th plane, no pix2pix (docs/EXPERIMENTS.md, "The demo's budget").
     return Experiment(data, train, methods=DEMO_METHODS, cyclegan_step_factor=2.0,
-                      unit_step_factor=0.5, volume_methods=("cyclegan",),
+                      unit_step_factor=0.25, volume_methods=("cyclegan",),
                       volume_plane_step=4).validated()
 
 
