@@ -61,7 +61,7 @@ def test_presets_are_whole_and_fields_left_unset_keep_them():
     assert (small.train.image_size, small.train.jitter_size, small.train.epochs,
             small.train.epochs_decay) == (128, 144, 3, 100)
     demo = preset("demo")
-    assert (demo.train.image_size, demo.train.steps_per_epoch, demo.data.subjects) == (64, 32, 12)
+    assert (demo.train.image_size, demo.train.steps_per_epoch, demo.data.subjects) == (64, 64, 12)
     ixi = preset("ixi-40")
     assert (ixi.data.source, ixi.data.protocol, ixi.data.subjects) == ("ixi", "ixi-40", 40)
     assert ixi.train == paper.train
@@ -73,9 +73,9 @@ def test_presets_are_whole_and_fields_left_unset_keep_them():
 
 def test_method_config_gives_cyclegan_longer_epochs_and_unit_shorter_ones():
     demo = preset("demo")
-    assert method_config(demo, "cyclegan").steps_per_epoch == 64  # 32 × 2.0
-    assert method_config(demo, "cyclegan_s").steps_per_epoch == 32
-    assert method_config(demo, "unit").steps_per_epoch == 16  # 32 × 0.5
+    assert method_config(demo, "cyclegan").steps_per_epoch == 128  # 64 × 2.0
+    assert method_config(demo, "cyclegan_s").steps_per_epoch == 64
+    assert method_config(demo, "unit").steps_per_epoch == 16  # 64 × 0.25
     assert method_config(demo, "unit_s").steps_per_epoch == 16
     assert method_config(demo, "unit").model_lr == pytest.approx(4e-4)  # 8e-4 × 0.5
     assert method_config(demo, "pix2pix").model == "pix2pix"
