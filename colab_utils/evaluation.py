@@ -196,7 +196,7 @@ def _loaded(run, batch_size: int, precision: str | None) -> Method:
     """:func:`load_method`, kept for the next split's evaluation of the same export (the
     pipeline evaluates every run on validation, then on test)."""
     run = Path(run)
-    files = sorted(run.rglob("export/*")) if run.is_dir() else [run]
+    files = sorted((run / "export").glob("*")) if run.is_dir() else [run]
     stamp = tuple((str(f), f.stat().st_mtime_ns) for f in files if f.is_file())
     return _load_cached(str(run.resolve()), batch_size, precision, stamp)
 

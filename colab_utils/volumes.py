@@ -187,12 +187,27 @@ def store_subject_files(store, subject: str) -> tuple[Path, Path]:
     return files
 
 
+def _cache_record(store, subject: str, clip_low: float, clip_high: float) -> dict:
+    """What a subject's cached volumes must have been made from to be used."""
+    t1_path, t2_path = store_subject_files(store, subject)
+    return {"version": CACHE_VERSION, "t1": str(t1_path), "t2": str(t2_path),
+            "clip_low": clip_low, "clip_high": clip_high}
+
+
+def _is_cached(path: Path, record: dict) -> bool:
+    """Whether ``path`` holds volumes made from ``record`` (reads only the record)."""
+    try:
+        with np.load(path) as data:
+            return json.loads(str(data["record"])) == record
+    except (OSError, ValueError, KeyError):
+        return False
+
+
 def subject_volumes(store, subject: str, *, clip_low: float, clip_high: float
                     ) -> SubjectVolumes:
     """A subject's reference volumes, from the cache or computed (and cached)."""
-    t1_path, t2_path = store_subject_files(store, subject)
-    record = {"version": CACHE_VERSION, "t1": str(t1_path), "t2": str(t2_path),
-              "clip_low": clip_low, "clip_high": clip_high}
+    record = _cache_record(store, subject, clip_low, clip_high)
+    t1_path, t2_path = record["t1"], record["t2"]
     path = _cache_path(store, subject)
     volumes = _load(path, subject, record)
     if volumes is None:
@@ -212,13 +227,8 @@ def prepare_subjects(store, subjects, *, clip_low: float, clip_high: float,
 
     from .data.preprocess import _init_worker
 
-    missing = []
-    for subject in subjects:
-        t1_path, t2_path = store_subject_files(store, subject)
-        record = {"version": CACHE_VERSION, "t1": str(t1_path), "t2": str(t2_path),
-                  "clip_low": clip_low, "clip_high": clip_high}
-        if _load(_cache_path(store, subject), subject, record) is None:
-            missing.append(subject)
+    missing = [s for s in subjects if not _is_cached(
+        _cache_path(store, s), _cache_record(store, s, clip_low, clip_high))]
     if len(missing) < 2 or workers < 2:
         return  # computed one by one where they are needed
     with ProcessPoolExecutor(max_workers=min(workers, len(missing)),
