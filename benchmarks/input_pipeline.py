@@ -46,8 +46,8 @@ def training_rate(steps: int) -> tuple[float, str]:
     import tensorflow as tf
 
     from colab_utils.config import TrainConfig
-    from colab_utils.factory import build_model
-    from colab_utils.precision import resolve_policy
+    from colab_utils.models.factory import build_model
+    from colab_utils.runtime.precision import resolve_policy
 
     policy = resolve_policy("auto")
     model = build_model(TrainConfig(precision="auto"), 1000, policy)

@@ -47,9 +47,9 @@ def _validation_scores(run: Path, store: Path) -> dict:
     """Per direction: mean of the per-subject mean masked SSIMs, and the tissue order."""
     import numpy as np
 
-    from colab_utils.evaluation import evaluate, load_paired, predict
-    from colab_utils.health import contrast_order
-    from colab_utils.inference import load_method
+    from colab_utils.evaluation.inference import load_method
+    from colab_utils.evaluation.scoring import evaluate, load_paired, predict
+    from colab_utils.training.health import contrast_order
 
     result = evaluate(run, store, split="val", examples=0)
     scores = {}
@@ -78,11 +78,11 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-    from colab_utils.health import TrainingFailed
     from colab_utils.pipeline import prepare_data, train_method
     from colab_utils.presets import method_config, preset
-    from colab_utils.rundir import RunDir, read_record
-    from colab_utils.training import train
+    from colab_utils.training.fit import train
+    from colab_utils.training.health import TrainingFailed
+    from colab_utils.training.rundir import RunDir, read_record
 
     overrides = {}
     for item in args.set:

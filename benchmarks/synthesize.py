@@ -48,9 +48,9 @@ def main() -> None:
     import keras
     from _memory import PeakTreeMemory
 
-    from colab_utils.inference import keras_translator
-    from colab_utils.models import resnet_generator
-    from colab_utils.synthesis import synthesize_volume
+    from colab_utils.evaluation.inference import keras_translator
+    from colab_utils.evaluation.synthesis import synthesize_volume
+    from colab_utils.models.networks import resnet_generator
 
     keras.mixed_precision.set_dtype_policy(args.precision)
     keras.utils.set_random_seed(0)

@@ -38,8 +38,8 @@ def measure(precision: str, size: int, steps: int, warmup: int, model_name: str)
     import tensorflow as tf
 
     from colab_utils.config import TrainConfig
-    from colab_utils.factory import build_model
-    from colab_utils.precision import resolve_policy
+    from colab_utils.models.factory import build_model
+    from colab_utils.runtime.precision import resolve_policy
 
     config = TrainConfig(model=model_name, image_size=size, precision=precision, batch_size=1)
     policy = resolve_policy(precision)

@@ -74,7 +74,7 @@ def _data_config(args) -> DataConfig:
 
 
 def _cmd_train(args) -> int:
-    from .training import train
+    from .training.fit import train
 
     result = train(training_config(args), args.run_dir, args.data, show_inline=False,
                    stop_at_step=args.stop_at_step)
@@ -84,7 +84,7 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from .evaluation import evaluate
+    from .evaluation.scoring import evaluate
 
     result = evaluate(args.run, args.data, split=args.split, out=args.out,
                       batch_size=args.batch_size, precision=args.precision,
@@ -95,7 +95,7 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_compare(args) -> int:
-    from .compare import compare
+    from .evaluation.compare import compare
 
     result = compare(args.runs, args.out, split=args.split, data=args.data,
                      reference=args.reference, qualitative_slices=args.slices)
@@ -104,8 +104,8 @@ def _cmd_compare(args) -> int:
 
 
 def _cmd_synthesize(args) -> int:
-    from .inference import load_method, preprocessing_settings
-    from .synthesis import synthesize_volume
+    from .evaluation.inference import load_method, preprocessing_settings
+    from .evaluation.synthesis import synthesize_volume
 
     method = load_method(args.model, direction=args.direction, precision=args.precision)
     if args.direction not in method.translators:
@@ -341,7 +341,7 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except RuntimeError as err:
-        from .health import TrainingFailed  # not at the top: it loads the plotting stack
+        from .training.health import TrainingFailed  # not at the top: it loads the plotting stack
 
         if not isinstance(err, TrainingFailed):  # a collapse not rescued, a non-finite loss
             raise

@@ -92,8 +92,8 @@ def hardware() -> dict:
     """The accelerator this runtime has and the mixed-precision policy chosen for it."""
     import tensorflow as tf
 
-    from .distribute import auto_strategy_name
-    from .precision import auto_policy, cpu_has_bf16
+    from .runtime.distribute import auto_strategy_name
+    from .runtime.precision import auto_policy, cpu_has_bf16
 
     tpus = tf.config.list_logical_devices("TPU")
     gpus = tf.config.list_physical_devices("GPU")

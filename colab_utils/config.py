@@ -228,7 +228,7 @@ class TrainConfig(_Settings):
     seed: int = 0
     deterministic: bool = False
     precision: str = "float32"
-    # tf.distribute strategy (colab_utils.distribute); batch_size is the global batch.
+    # tf.distribute strategy (colab_utils.runtime.distribute); batch_size is the global batch.
     strategy: str = "auto"
     # Bookkeeping.
     checkpoint_every_steps: int = 0
@@ -239,7 +239,7 @@ class TrainConfig(_Settings):
     # after every epoch either way).
     validate_every: int = 1
     # CycleGAN: after each validated epoch, check the translation against the Simple
-    # baseline on validation slices (colab_utils.health); past collapse_grace epochs a
+    # baseline on validation slices (colab_utils.training.health); past collapse_grace epochs a
     # collapse restarts the run with the next seed, at most max_restarts times.
     collapse_check: bool = True
     collapse_grace: int = 10
@@ -270,7 +270,7 @@ class TrainConfig(_Settings):
     @property
     def checks_collapse(self) -> bool:
         """Whether the collapse check runs: on CycleGAN, whose failure it was built for
-        (colab_utils.health). Not on CycleGAN_s, UNIT or UNIT_s: in short runs they still
+        (colab_utils.training.health). Not on CycleGAN_s, UNIT or UNIT_s: in short runs they still
         trail Simple by more than the check's margin while learning, so a verdict would
         not mean collapse (docs/EXPERIMENTS.md)."""
         return self.collapse_check and self.model == "cyclegan"
@@ -362,7 +362,7 @@ class Experiment:
     # UNIT's and UNIT_s's epochs are this many times as long (a time budget: the demo's).
     unit_step_factor: float = 1.0
     # The methods whose test subjects are also translated and scored as whole volumes
-    # (colab_utils.volumes; seconds per subject and method on a CPU).
+    # (colab_utils.evaluation.volumes; seconds per subject and method on a CPU).
     volume_methods: tuple[str, ...] = ("simple", "supervised", "pix2pix", "cyclegan",
                                        "cyclegan_s", "unit", "unit_s")
     # Whole-volume metrics on every n-th plane of each orientation (1: all of them).

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .config import DataConfig, Experiment
 from .presets import method_config, preset
-from .rundir import RunDir, write_record
+from .training.rundir import RunDir, write_record
 
 
 class StepTimer:
@@ -106,7 +106,7 @@ def prepare_data(data: DataConfig, data_dir="data", *, timer: StepTimer | None =
 
 def _stale(run: RunDir, store) -> bool:
     """Whether a run trained on other subjects than the store's train and val splits."""
-    from .evaluation import store_subjects
+    from .evaluation.scoring import store_subjects
 
     for split in ("train", "val"):
         recorded, now = run.subjects(split), store_subjects(store, split)
@@ -129,7 +129,7 @@ def train_method(experiment: Experiment, method: str, store, out, *,
                  show_inline=False, log=print):
     """Train (or resume, or find finished) one method of the experiment into
     ``OUT/METHOD``; a run on other subjects than the store's is set aside first."""
-    from .training import train
+    from .training.fit import train
 
     run = RunDir(Path(out) / method)
     if run.path.is_dir() and _stale(run, store):
@@ -141,11 +141,11 @@ def train_methods(store, out, experiment: Experiment, *, timer: StepTimer | None
                   show_inline=False, failed: list | None = None) -> list[Path]:
     """Train (or resume, or find finished) every method into ``OUT/METHOD``.
 
-    A method whose training fails (:class:`~colab_utils.health.TrainingFailed`: a
+    A method whose training fails (:class:`~colab_utils.training.health.TrainingFailed`: a
     collapse that restarts did not rescue, a non-finite loss) is logged, appended to
     ``failed`` as ``{"method", "error"}`` and left out of the returned runs; the
     other methods still train. Without ``failed`` the error is raised."""
-    from .health import TrainingFailed
+    from .training.health import TrainingFailed
 
     timer = timer or StepTimer()
     runs = []
@@ -170,7 +170,7 @@ def evaluate_runs(runs, store, *, split: str = "test", timer: StepTimer | None =
                   examples: int = 3, volume_methods=(), plane_step: int = 1) -> None:
     """Evaluate each run that has no evaluation of its current training state; runs of
     ``volume_methods`` also on whole volumes."""
-    from .evaluation import evaluate, is_current
+    from .evaluation.scoring import evaluate, is_current
 
     timer = timer or StepTimer()
     for run in runs:
@@ -202,10 +202,15 @@ def run_pipeline(experiment: Experiment | None = None, out="runs/phantom", data_
         choosing settings); ``failed`` the methods whose training failed (compared
         without them); ``restarts`` each run's collapse restarts; ``warnings`` names
         those and the learned methods far below the Simple baseline on validation
-        (:func:`colab_utils.report.failed_methods`).
+        (:func:`colab_utils.evaluation.report.failed_methods`).
     """
-    from .compare import compare
-    from .report import failed_methods, machine_record, pipeline_report, restarts_record
+    from .evaluation.compare import compare
+    from .evaluation.report import (
+        failed_methods,
+        machine_record,
+        pipeline_report,
+        restarts_record,
+    )
 
     experiment = (experiment or preset("demo")).validated()
     out = Path(out)

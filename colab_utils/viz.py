@@ -19,7 +19,7 @@ def translate(generator, images: np.ndarray, batch_size: int = 8) -> np.ndarray:
     """Run a generator on [0, 1] images (N, H, W, C); return [0, 1] float32.
 
     ``generator`` is a Keras model (working in [-1, 1]) or any function of
-    [0, 1] images, such as a :class:`colab_utils.simple.SimpleBaseline`
+    [0, 1] images, such as a :class:`colab_utils.models.simple.SimpleBaseline`
     translator.
     """
     if not hasattr(generator, "predict"):
@@ -125,7 +125,7 @@ def loss_curves(history: list[dict]) -> Figure:
             "gen_", "adv_", "cycle_", "identity_", "structure_", "supervised_", "kl_", "recon_"))],
         "discriminator": [k for k in keys if k.startswith("disc_")],
         "validation": [k for k in keys if k.startswith("val_")],
-        # Masked SSIM and rank correlation on validation slices (colab_utils.health).
+        # Masked SSIM and rank correlation on validation slices (colab_utils.training.health).
         "collapse check": [k for k in keys if k.startswith("health_")],
     }
     groups = {name: keys for name, keys in groups.items() if keys}

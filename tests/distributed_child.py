@@ -24,13 +24,13 @@ tf.config.set_logical_device_configuration(
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from colab_utils.checkpoints import CheckpointManager  # noqa: E402
-from colab_utils.cyclegan import ImagePool  # noqa: E402
 from colab_utils.data.toy import write_toy_dataset  # noqa: E402
-from colab_utils.distribute import resolve_strategy  # noqa: E402
-from colab_utils.precision import apply_gradients  # noqa: E402
+from colab_utils.models.cyclegan import ImagePool  # noqa: E402
 from colab_utils.presets import smoke_config
-from colab_utils.training import train  # noqa: E402
+from colab_utils.runtime.distribute import resolve_strategy  # noqa: E402
+from colab_utils.runtime.precision import apply_gradients  # noqa: E402
+from colab_utils.training.checkpoints import CheckpointManager  # noqa: E402
+from colab_utils.training.fit import train  # noqa: E402
 
 
 def norm(arrays: dict, keys) -> float:

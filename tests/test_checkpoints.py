@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from colab_utils.checkpoints import CheckpointManager, CheckpointWarning
+from colab_utils.training.checkpoints import CheckpointManager, CheckpointWarning
 
 
 def _arrays(value):

@@ -9,12 +9,12 @@ from colab_utils.config import TrainConfig
 from colab_utils.data.batches import training_dataset
 from colab_utils.data.context import middle, neighbour_rows, plane_rows, stack, with_context
 from colab_utils.data.slices import SliceSet
-from colab_utils.evaluation import evaluate, predict, read_csv
-from colab_utils.inference import Method, keras_translator, load_method
-from colab_utils.models import resnet_generator
+from colab_utils.evaluation.inference import Method, keras_translator, load_method
+from colab_utils.evaluation.scoring import evaluate, predict, read_csv
+from colab_utils.evaluation.synthesis import translate_volume
+from colab_utils.models.networks import resnet_generator
 from colab_utils.presets import smoke_config
-from colab_utils.synthesis import translate_volume
-from colab_utils.training import train
+from colab_utils.training.fit import train
 
 
 def test_neighbourhoods_repeat_the_nearest_slice_at_edges_and_gaps():

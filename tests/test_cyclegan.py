@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from colab_utils.cyclegan import LOSS_KEYS, ImagePool
 from colab_utils.data.slices import SliceSet
 from colab_utils.data.toy import toy_slices
-from colab_utils.factory import build_model
+from colab_utils.models.cyclegan import LOSS_KEYS, ImagePool
+from colab_utils.models.factory import build_model
 from colab_utils.presets import smoke_config
 from colab_utils.viz import translate
 

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from colab_utils.distribute import (
+from colab_utils.presets import smoke_config
+from colab_utils.runtime.distribute import (
     auto_strategy_name,
     check_global_batch,
     resolve_strategy,
     tf_config_tasks,
 )
-from colab_utils.presets import smoke_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

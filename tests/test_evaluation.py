@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from colab_utils.compare import compare
-from colab_utils.evaluation import (
+from colab_utils.evaluation.compare import compare
+from colab_utils.evaluation.scoring import (
     COLUMNS,
     HIGHER_IS_BETTER,
     evaluate,
@@ -18,7 +18,7 @@ from colab_utils.evaluation import (
     write_csv,
 )
 from colab_utils.presets import smoke_config
-from colab_utils.training import train
+from colab_utils.training.fit import train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,7 +88,7 @@ def test_evaluate_writes_every_table_for_both_directions(two_runs):
 
 
 def test_compare_two_runs_writes_table_tests_and_figures(two_runs, tmp_path, monkeypatch):
-    from colab_utils import compare as compare_module
+    from colab_utils.evaluation import compare as compare_module
 
     loaded = []
     load = compare_module.load_method
@@ -128,7 +128,7 @@ def _fake_run(root: Path, model: str, offset: float, rng) -> Path:
                                 else v + offset for c, v in base.items()}})
     write_csv(run / "metrics" / "test" / "per_slice.csv", rows)
     write_csv(run / "metrics" / "test" / "per_subject.csv", per_subject_means(rows))
-    from colab_utils.evaluation import summarise
+    from colab_utils.evaluation.scoring import summarise
     write_csv(run / "metrics" / "test" / "summary.csv", summarise(rows))
     return run
 

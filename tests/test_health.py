@@ -1,4 +1,4 @@
-"""The collapse check (colab_utils.health) and the restarts it triggers in training."""
+"""The collapse check (colab_utils.training.health) and the restarts it triggers in training."""
 
 import json
 import os
@@ -11,13 +11,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from colab_utils.checkpoints import CheckpointManager
 from colab_utils.data.slices import SliceSet, load_split
 from colab_utils.data.toy import toy_slices
-from colab_utils.health import CollapseCheck, TrainingCollapsed, TrainingFailed, contrast_order
 from colab_utils.presets import smoke_config
-from colab_utils.rundir import RunDir, read_record
-from colab_utils.training import Attempts, train
+from colab_utils.training.checkpoints import CheckpointManager
+from colab_utils.training.fit import Attempts, train
+from colab_utils.training.health import (
+    CollapseCheck,
+    TrainingCollapsed,
+    TrainingFailed,
+    contrast_order,
+)
+from colab_utils.training.rundir import RunDir, read_record
 from colab_utils.viz import read_history
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -232,7 +237,7 @@ def test_cli_exits_3_with_the_reason_when_no_attempt_learns(tmp_path, store):
 
 
 def test_report_lists_each_restart_and_the_seed_that_finished(tmp_path):
-    from colab_utils.report import restarts_markdown, restarts_record
+    from colab_utils.evaluation.report import restarts_markdown, restarts_record
 
     run = RunDir(tmp_path / "cyclegan")
     run.path.mkdir()

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from colab_utils import losses
+from colab_utils.models import losses
 
 
 def test_lsgan_generator_loss_by_hand():

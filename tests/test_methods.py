@@ -6,11 +6,11 @@ import pytest
 
 from colab_utils.data.slices import SliceSet
 from colab_utils.data.toy import toy_slices
-from colab_utils.factory import build_model, unet_depth
-from colab_utils.inference import load_method
-from colab_utils.paired import PairedTranslator
+from colab_utils.evaluation.inference import load_method
+from colab_utils.models.factory import build_model, unet_depth
+from colab_utils.models.paired import PairedTranslator
 from colab_utils.presets import smoke_config
-from colab_utils.training import train
+from colab_utils.training.fit import train
 from colab_utils.viz import read_history
 
 

@@ -6,7 +6,15 @@ from scipy.ndimage import gaussian_filter
 from skimage import metrics as skm
 
 from colab_utils import metrics
-from colab_utils.metrics import PSNR_CAP_DB, all_metrics, mae, mse, mutual_information, psnr, ssim
+from colab_utils.metrics import (
+    PSNR_CAP_DB,
+    all_metrics,
+    mae,
+    mse,
+    mutual_information,
+    psnr,
+    ssim,
+)
 
 
 def _image(seed=0, size=64):

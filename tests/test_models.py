@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 
-from colab_utils.models import (
+from colab_utils.models.networks import (
     NarrowConv2D,
     patchgan_discriminator,
     receptive_field,
@@ -201,7 +201,7 @@ def test_generator_head_and_patchgan_scores_are_narrow_convs_and_reload(tmp_path
 
 
 def test_with_policy_recomputes_a_float32_generator_in_mixed_precision_and_back():
-    from colab_utils.precision import with_policy
+    from colab_utils.runtime.precision import with_policy
 
     g = resnet_generator(image_size=32, filters=8, n_blocks=1)
     x = np.random.default_rng(2).uniform(-1, 1, (2, 32, 32, 1)).astype("float32")

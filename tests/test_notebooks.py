@@ -15,7 +15,7 @@ import pytest
 
 from colab_utils.colab import REPOSITORY, colab_url
 from colab_utils.config import all_setting_names
-from colab_utils.evaluation import read_csv
+from colab_utils.evaluation.scoring import read_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["01_download_and_register", "02_train_cyclegan", "03_evaluate", "04_compare_methods"]
@@ -179,7 +179,7 @@ def test_notebooks_run_top_to_bottom_and_produce_their_results(executed):
     assert ("## Warnings" in report) == bool(record["warnings"])
     # The machine and the dtype policy each run trained in (PRECISION "auto"; the Simple
     # baseline computes in float32).
-    from colab_utils.precision import auto_policy
+    from colab_utils.runtime.precision import auto_policy
 
     policy = auto_policy()
     assert record["machine"]["policies"] == {"simple": "float32", "cyclegan": policy}

@@ -6,9 +6,9 @@ import json
 import os
 
 from colab_utils import cli
+from colab_utils.evaluation.report import failed_methods, machine_markdown, machine_record
 from colab_utils.presets import preset
-from colab_utils.report import failed_methods, machine_markdown, machine_record
-from colab_utils.rundir import RunDir
+from colab_utils.training.rundir import RunDir
 
 
 def test_pipeline_command_starts_from_the_preset_and_applies_only_given_options():

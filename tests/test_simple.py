@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from colab_utils.data.slices import SliceSet
-from colab_utils.inference import load_method
-from colab_utils.simple import SimpleBaseline
+from colab_utils.evaluation.inference import load_method
+from colab_utils.models.simple import SimpleBaseline
 
 
 def _disc_image(n, size=32, seed=0):

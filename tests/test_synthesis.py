@@ -12,7 +12,7 @@ from scipy.stats import spearmanr
 
 from colab_utils.data.axial import from_slice, to_slice
 from colab_utils.data.phantom import write_phantom
-from colab_utils.synthesis import synthesize_volume
+from colab_utils.evaluation.synthesis import synthesize_volume
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -102,7 +102,7 @@ def test_unreadable_or_flat_input_is_a_clear_error(tmp_path):
 
 
 def test_cli_synthesize_with_the_simple_baseline(phantom, tmp_path):
-    from colab_utils.simple import SimpleBaseline
+    from colab_utils.models.simple import SimpleBaseline
 
     # Uniform target quantiles: the output is the rank of the inverted input.
     levels = np.linspace(0, 1, 101)

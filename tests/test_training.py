@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from colab_utils.checkpoints import CheckpointManager, CheckpointWarning
 from colab_utils.config import TrainConfig
 from colab_utils.data.toy import toy_slices
-from colab_utils.inference import load_generator
+from colab_utils.evaluation.inference import load_generator
 from colab_utils.presets import smoke_config
-from colab_utils.training import train
+from colab_utils.training.checkpoints import CheckpointManager, CheckpointWarning
+from colab_utils.training.fit import train
 from colab_utils.viz import read_history, translate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,7 +164,7 @@ def test_mixed_float16_uses_loss_scaling(toy_data):
     import keras
     import tensorflow as tf
 
-    from colab_utils.factory import build_model
+    from colab_utils.models.factory import build_model
 
     model = build_model(smoke_config(precision="mixed_float16"), 4, "mixed_float16")
     assert isinstance(model.gen_optimizer, keras.optimizers.LossScaleOptimizer)
@@ -246,7 +246,8 @@ def test_loss_curves_redrawn_at_most_every_redraw_seconds_and_when_training_ends
 
     import tensorflow as tf
 
-    from colab_utils import callbacks, viz
+    from colab_utils import viz
+    from colab_utils.training import callbacks
 
     drawn = []  # the number of epochs in each drawing
     real = viz.loss_curves
@@ -272,7 +273,7 @@ def test_loss_curves_redrawn_at_most_every_redraw_seconds_and_when_training_ends
 def test_learning_rate_schedule_constant_then_linear_decay():
     import keras
 
-    from colab_utils.schedules import LinearDecay
+    from colab_utils.models.schedules import LinearDecay
 
     def rates(schedule, steps=9):
         return [float(schedule(step)) for step in range(steps)]

@@ -10,17 +10,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from colab_utils import losses
-from colab_utils.checkpoints import CheckpointManager
 from colab_utils.data.batches import training_dataset
 from colab_utils.data.slices import SliceSet
 from colab_utils.data.toy import toy_slices
-from colab_utils.factory import build_model
-from colab_utils.inference import load_generator, load_method
-from colab_utils.precision import compute_policy
+from colab_utils.evaluation.inference import load_generator, load_method
+from colab_utils.models import losses
+from colab_utils.models.factory import build_model
+from colab_utils.models.unit import LOSS_KEYS, PAPER_WEIGHTS, UNIT
 from colab_utils.presets import smoke_config
-from colab_utils.training import train
-from colab_utils.unit import LOSS_KEYS, PAPER_WEIGHTS, UNIT
+from colab_utils.runtime.precision import compute_policy
+from colab_utils.training.checkpoints import CheckpointManager
+from colab_utils.training.fit import train
 from colab_utils.viz import translate
 
 ROOT = Path(__file__).resolve().parents[1]

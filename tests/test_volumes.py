@@ -11,13 +11,18 @@ import pytest
 from scipy.ndimage import gaussian_filter
 
 from colab_utils import metrics
-from colab_utils.compare import compare
 from colab_utils.data.axial import to_slice
-from colab_utils.evaluation import read_csv
-from colab_utils.inference import Method
+from colab_utils.evaluation.compare import compare
+from colab_utils.evaluation.inference import Method
+from colab_utils.evaluation.scoring import read_csv
+from colab_utils.evaluation.volumes import (
+    VOLUME_COLUMNS,
+    score_subject,
+    score_volume,
+    subject_volumes,
+)
 from colab_utils.presets import smoke_config
-from colab_utils.training import train
-from colab_utils.volumes import VOLUME_COLUMNS, score_subject, score_volume, subject_volumes
+from colab_utils.training.fit import train
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,8 +11,13 @@ import numpy as np
 import pytest
 
 from colab_utils.data import download as dl
-from colab_utils.data.download import (DownloadError, download, download_gdrive,
-                                       stream_tar_members, verify_file)
+from colab_utils.data.download import (
+    DownloadError,
+    download,
+    download_gdrive,
+    stream_tar_members,
+    verify_file,
+)
 from colab_utils.data.manifest import Source, parse_checksum
 
 FAST = dict(backoff=0, timeout=5, progress=False, chunk_size=4096)

@@ -1,7 +1,12 @@
 import pytest
 
-from colab_utils.data.manifest import (ACCESS_CHOICES, Checksum, get_source, load_manifest,
-                                       parse_checksum)
+from colab_utils.data.manifest import (
+    ACCESS_CHOICES,
+    Checksum,
+    get_source,
+    load_manifest,
+    parse_checksum,
+)
 
 HEADER = "name,modality,urls,checksum,size_bytes,licence,access,notes\n"
 GOOD = "a,T1,http://example.org/a.tar,md5:" + "0" * 32 + ",10,CC0,http,ok\n"

@@ -5,7 +5,13 @@ import numpy as np
 import pytest
 
 from colab_utils.data.nifti import (
-    FOLDER_PATTERN, IXI_PATTERN, find_pairs, load_volume, pair_subjects, save_volume)
+    FOLDER_PATTERN,
+    IXI_PATTERN,
+    find_pairs,
+    load_volume,
+    pair_subjects,
+    save_volume,
+)
 
 
 def _volume(shape=(6, 7, 5)):

@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.axial import from_slice, to_slice
-from .data.context import plane_rows, stack
-from .data.nifti import load_volume, save_volume
-from .data.slices import block_mean
+from ..data.axial import from_slice, to_slice
+from ..data.context import plane_rows, stack
+from ..data.nifti import load_volume, save_volume
+from ..data.slices import block_mean
 
 Translate = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -89,7 +89,7 @@ def to_grid(volume: np.ndarray, mask: np.ndarray, affine: np.ndarray, reference,
     brain neighbours, not darkened by the zeros outside (which, next to bright CSF on
     a T2, would be most of its error); zero where the mask covers less than half.
     """
-    from .data import registration as reg
+    from ..data import registration as reg
 
     summed, _ = reg.from_sitk(reg.resample(reg.to_sitk(volume, affine), reference,
                                            reference_to_volume))
@@ -118,7 +118,7 @@ def synthesize_volume(translate: Translate, input_path, output_path, *, directio
 
     Args:
         translate: ``(images, masks) -> images`` on (N, H, W, 1) float32 in [0, 1]
-            (a :class:`colab_utils.inference.Method` translator).
+            (a :class:`colab_utils.evaluation.inference.Method` translator).
         input_path: The input volume (a T1 for ``t1_to_t2``, a T2 for ``t2_to_t1``).
         output_path: Where to write the synthetic volume (``.nii`` or ``.nii.gz``).
         direction: ``"t1_to_t2"`` or ``"t2_to_t1"`` (recorded in the header).
@@ -139,9 +139,9 @@ def synthesize_volume(translate: Translate, input_path, output_path, *, directio
         FileNotFoundError, ValueError: The input cannot be read as a 3-D volume,
             or it holds no usable intensities inside the brain.
     """
-    from .data import registration as reg
-    from .data.brain_mask import subject_brain_mask
-    from .data.template import mni_template
+    from ..data import registration as reg
+    from ..data.brain_mask import subject_brain_mask
+    from ..data.template import mni_template
 
     input_path, output_path = Path(input_path), Path(output_path)
     if not 0 < image_size <= slice_size:

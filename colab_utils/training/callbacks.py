@@ -1,6 +1,6 @@
 """Keras callbacks for a run directory: grids, history, TensorBoard, checkpoints.
 
-They also work with a plain ``model.fit`` on a :class:`~colab_utils.cyclegan.CycleGAN`.
+They also work with a plain ``model.fit`` on a :class:`~colab_utils.models.cyclegan.CycleGAN`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from . import viz
-from .fileio import atomic_write_bytes
+from .. import viz
+from ..fileio import atomic_write_bytes
 
 
 def in_notebook() -> bool:

@@ -27,8 +27,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .config import TrainConfig
-from .fileio import atomic_write_bytes
+from ..config import TrainConfig
+from ..fileio import atomic_write_bytes
 
 
 def read_record(path) -> dict:

@@ -7,8 +7,8 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from ..validation import check_choice
 from .distribute import replica_count, tpu_attached
-from .validation import check_choice
 
 POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from . import losses
-from .models import chain
+from .networks import chain
 from .translation import TranslationModel
 
 LOSS_KEYS = (

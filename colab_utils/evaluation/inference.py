@@ -17,16 +17,13 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from . import (
-    models,  # noqa: F401  (registers the custom layers the .keras files name)
-    viz,
-)
-from .config import DIRECTIONS
-from .data.context import context_of, middle
-from .precision import compute_policy, resolve_policy, with_policy
-from .rundir import RunDir
-from .simple import SimpleBaseline
-from .validation import check_choice
+from .. import viz
+from ..config import DIRECTIONS
+from ..data.context import context_of, middle
+from ..models.simple import SimpleBaseline
+from ..runtime.precision import compute_policy, resolve_policy, with_policy
+from ..training.rundir import RunDir
+from ..validation import check_choice
 
 Translator = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
 
@@ -84,7 +81,7 @@ def load_generator(path, precision: str | None = None) -> keras.Model:
 
     ``precision``: ``None`` computes in the dtype policy it was trained with;
     ``auto`` or a policy name rebuilds it under that policy (see
-    :func:`colab_utils.precision.with_policy`).
+    :func:`colab_utils.runtime.precision.with_policy`).
     """
     path = Path(path)
     if not path.is_file():
@@ -163,7 +160,7 @@ def _load_run(run: RunDir, batch_size: int, precision: str | None) -> Method:
 def preprocessing_settings(source) -> dict:
     """The slice size and intensity clipping a model's training data was made with
     (from ``RUN/data.json``; preprocessing defaults when unknown)."""
-    from .config import DataConfig
+    from ..config import DataConfig
 
     defaults = DataConfig()
     settings = {"slice_size": defaults.slice_size, "clip_low": defaults.clip_low,

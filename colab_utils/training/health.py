@@ -19,7 +19,7 @@ A run has collapsed when, past ``collapse_grace`` epochs, a direction is more
 than :data:`COLLAPSE_MARGIN` below the Simple baseline or its order is
 negative. The figures go to ``history.csv`` (and so to the loss curves and the
 grid's caption); the verdict raises :class:`TrainingCollapsed`, which training
-answers by starting again with the next seed (:func:`colab_utils.training.train`).
+answers by starting again with the next seed (:func:`colab_utils.training.fit.train`).
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ import keras
 import numpy as np
 from scipy.stats import spearmanr
 
-from .config import DIRECTIONS
-from .data.context import middle, with_context
-from .data.slices import SliceSet
-from .metrics import ssim
-from .simple import SimpleBaseline
-from .viz import translate
+from ..config import DIRECTIONS
+from ..data.context import middle, with_context
+from ..data.slices import SliceSet
+from ..metrics import ssim
+from ..models.simple import SimpleBaseline
+from ..viz import translate
 
 COLLAPSE_MARGIN = 0.1
 # Validation slices the check translates (evenly spaced through the split).

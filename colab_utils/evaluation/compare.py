@@ -1,7 +1,7 @@
 """Compare evaluated methods: one table, paired tests against CycleGAN, figures.
 
 Reads each run's ``metrics/SPLIT/`` (written by
-:func:`colab_utils.evaluation.evaluate`; runs not yet evaluated are
+:func:`colab_utils.evaluation.scoring.evaluate`; runs not yet evaluated are
 evaluated first when the slice store is known) and writes to ``OUT``::
 
     table.csv, table.md     per method, direction and metric: the mean over
@@ -32,9 +32,12 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from .config import DIRECTIONS
-from .data.slices import SliceSet
-from .evaluation import (
+from ..config import DIRECTIONS
+from ..data.slices import SliceSet
+from ..fileio import atomic_write_bytes
+from ..training.rundir import RunDir
+from .inference import load_method
+from .scoring import (
     HIGHER_IS_BETTER,
     LABELS,
     METRICS,
@@ -44,9 +47,6 @@ from .evaluation import (
     read_csv,
     write_csv,
 )
-from .fileio import atomic_write_bytes
-from .inference import load_method
-from .rundir import RunDir
 
 
 @dataclass
@@ -170,7 +170,7 @@ def _wilcoxon(label, ref_label, direction, level, metric, mine, theirs, key,
     return row
 
 
-# The whole-volume columns the comparison shows and tests (colab_utils.volumes).
+# The whole-volume columns the comparison shows and tests (colab_utils.evaluation.volumes).
 VOLUME_TABLE = ("axial_ssim", "coronal_ssim", "sagittal_ssim", "axial_psnr", "flicker_ratio",
                 "native_ssim", "native_psnr")
 
@@ -334,7 +334,7 @@ def qualitative_figure(results: list[MethodResults], data, split: str, direction
     ``methods``: the results' methods already loaded (:func:`load_method`), so
     that drawing both directions loads each model once.
     """
-    from .viz import image_table
+    from ..viz import image_table
 
     methods = methods or [load_method(r.run) for r in results]
     sizes = {m.image_size for m in methods if m.image_size}
@@ -375,7 +375,7 @@ def compare(runs, out, *, split: str = "test", data=None, reference: str = "cycl
             name or run directory name; CycleGAN by default).
         qualitative_slices: Test slices in the qualitative figure (0: none).
     """
-    from .callbacks import save_figure
+    from ..training.callbacks import save_figure
 
     runs = [Path(r) for r in runs]
     if len(runs) < 2:
@@ -425,7 +425,8 @@ def compare(runs, out, *, split: str = "test", data=None, reference: str = "cycl
         report[report.index("## Figures"):report.index("## Figures")] = [
             "## Whole volumes", "",
             "Each subject's whole brain translated plane by plane at the store's resolution "
-            "(colab_utils.volumes): metrics on axial, coronal and sagittal planes inside "
+            "(colab_utils.evaluation.volumes): metrics on axial, coronal and sagittal planes "
+            "inside "
             "the brain mask (coronal and sagittal cut across the translated slices), the "
             "flicker ratio (error of the slice-to-slice change over the real change; 0 is "
             "perfect) and the metrics on the source scan's own grid (native).", "",

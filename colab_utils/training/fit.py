@@ -1,4 +1,4 @@
-"""Training runs: fit, resume, and write the run directory (:mod:`colab_utils.rundir`).
+"""Training runs: fit, resume, and write the run directory (:mod:`colab_utils.training.rundir`).
 
 Every ``config.model`` writes the same layout: ``cyclegan``, ``cyclegan_s``,
 ``unit``, ``unit_s``, ``pix2pix`` and ``supervised`` train two translators (the
@@ -27,20 +27,20 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from .. import viz
+from ..config import RESUMABLE_CHANGES, TrainConfig
+from ..data.batches import eval_batches, steps_per_epoch, training_dataset
+from ..data.context import with_context
+from ..data.slices import SliceSet, fit_to_size, load_split
+from ..evaluation.inference import export_generators
+from ..models.factory import build_model
+from ..models.simple import SimpleBaseline
+from ..runtime.distribute import check_global_batch, describe, resolve_strategy
+from ..runtime.precision import resolve_policy
 from . import callbacks as cb
-from . import viz
 from .checkpoints import CheckpointManager, collect_state, restore_state
-from .config import RESUMABLE_CHANGES, TrainConfig
-from .data.batches import eval_batches, steps_per_epoch, training_dataset
-from .data.context import with_context
-from .data.slices import SliceSet, fit_to_size, load_split
-from .distribute import check_global_batch, describe, resolve_strategy
-from .factory import build_model
 from .health import CollapseCheck, TrainingCollapsed, TrainingFailed, usable
-from .inference import export_generators
-from .precision import resolve_policy
 from .rundir import RunDir, read_record, write_record
-from .simple import SimpleBaseline
 
 # Images per validation batch (at least; see train()).
 VAL_BATCH = 16
@@ -181,7 +181,7 @@ def train(config: TrainConfig, run_dir, data=None, *, train_data: SliceSet | Non
         ValueError: Bad settings, data, or a run directory of another run (other
             settings, or other subjects).
         FileNotFoundError: Missing data.
-        TrainingFailed: A non-finite loss, or a collapse (:mod:`colab_utils.health`)
+        TrainingFailed: A non-finite loss, or a collapse (:mod:`colab_utils.training.health`)
             after ``max_restarts`` restarts.
     """
     config = config.validated()

@@ -2,22 +2,22 @@
 
 :func:`build_model` is the one place a :class:`~colab_utils.config.TrainConfig`
 becomes networks: ``cyclegan`` and ``cyclegan_s`` get ResNet generators and
-PatchGANs (:class:`~colab_utils.cyclegan.CycleGAN`); ``unit`` and ``unit_s`` the
+PatchGANs (:class:`~colab_utils.models.cyclegan.CycleGAN`); ``unit`` and ``unit_s`` the
 ResNet generator's halves as encoders and generators with shared layers, and
-the same PatchGANs (:class:`~colab_utils.unit.UNIT`); ``supervised`` the ResNet
+the same PatchGANs (:class:`~colab_utils.models.unit.UNIT`); ``supervised`` the ResNet
 generators alone and ``pix2pix`` U-Nets with conditional PatchGANs
-(:class:`~colab_utils.paired.PairedTranslator`).
+(:class:`~colab_utils.models.paired.PairedTranslator`).
 """
 
 from __future__ import annotations
 
 import keras
 
-from .config import UNIT_MODELS, TrainConfig
+from ..config import UNIT_MODELS, TrainConfig
+from ..runtime.precision import apply_policy, make_optimizer
 from .cyclegan import CycleGAN
-from .models import patchgan_discriminator, resnet_generator, unet_generator, unit_networks
+from .networks import patchgan_discriminator, resnet_generator, unet_generator, unit_networks
 from .paired import PairedTranslator
-from .precision import apply_policy, make_optimizer
 from .schedules import LinearDecay
 from .translation import TranslationModel
 from .unit import UNIT
@@ -67,7 +67,7 @@ def build_model(config: TrainConfig, steps_per_epoch: int,
 
     The dtype policy applies to the networks built here only; Keras' global
     policy is restored afterwards. Both optimizers follow CycleGAN's schedule
-    (:class:`~colab_utils.schedules.LinearDecay`) in steps of ``steps_per_epoch``, from
+    (:class:`~colab_utils.models.schedules.LinearDecay`) in steps of ``steps_per_epoch``, from
     the model's learning rate (:attr:`~colab_utils.config.TrainConfig.model_lr`).
     """
     if config.model == "simple":

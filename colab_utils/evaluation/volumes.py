@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import DIRECTIONS
-from .fileio import atomic_write_bytes
-from .metrics import METRICS, flicker, plane_metrics
+from ..config import DIRECTIONS
+from ..fileio import atomic_write_bytes
+from ..metrics import METRICS, flicker, plane_metrics
 
 PLANES = (("axial", 2), ("coronal", 1), ("sagittal", 0))
 CACHE_VERSION = 1
@@ -100,9 +100,9 @@ def build_reference(t1_path, t2_path, *, clip_low: float, clip_high: float,
                     subject: str = "") -> SubjectVolumes:
     """Register and normalise a subject as preprocessing does, keeping what native
     scoring needs (see the module's docstring)."""
-    from .data import registration as reg
-    from .data.preprocess import clip_range, register_into_template
-    from .data.template import mni_template
+    from ..data import registration as reg
+    from ..data.preprocess import clip_range, register_into_template
+    from ..data.template import mni_template
 
     t1, t2, mask, pair = register_into_template(t1_path, t2_path)
     _, _, affine = mni_template()
@@ -225,7 +225,7 @@ def prepare_subjects(store, subjects, *, clip_low: float, clip_high: float,
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
-    from .data.preprocess import _init_worker
+    from ..data.preprocess import _init_worker
 
     missing = [s for s in subjects if not _is_cached(
         _cache_path(store, s), _cache_record(store, s, clip_low, clip_high))]
@@ -289,7 +289,7 @@ def score_subject(method, volumes: SubjectVolumes, direction: str, *, slice_size
     """Translate a subject's source volume with ``method`` and score it (plane metrics on
     every ``plane_step``-th plane); returns the row and the synthetic template-space
     volume."""
-    from .data.template import mni_template
+    from ..data.template import mni_template
     from .synthesis import translate_volume
 
     source, target = direction.split("_to_")

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import rankdata
 
-from .config import DIRECTIONS
-from .data.slices import SliceSet
-from .fileio import atomic_write_bytes
+from ..config import DIRECTIONS
+from ..data.slices import SliceSet
+from ..fileio import atomic_write_bytes
 
 
 def brain_masks(images: np.ndarray, mask: np.ndarray | None) -> np.ndarray:

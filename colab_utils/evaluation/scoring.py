@@ -12,7 +12,7 @@ image. Written to ``RUN/metrics/SPLIT/``::
     examples_t1_to_t2.png, examples_t2_to_t1.png   best and worst slices (masked SSIM)
     evaluation.json   what was evaluated: run, data, split, subjects, image size
     volumes.csv       with ``volumes=True``: per direction and subject, the whole
-                      translated volume (:mod:`colab_utils.volumes`): each metric on
+                      translated volume (:mod:`colab_utils.evaluation.volumes`): each metric on
                       axial, coronal and sagittal planes, flicker, native space
 
 A run is never scored on subjects it trained on: :func:`evaluate` refuses, with
@@ -30,13 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import DIRECTIONS
-from .data.slices import SliceSet, fit_to_size, load_split
-from .fileio import atomic_write_bytes
+from ..config import DIRECTIONS
+from ..data.slices import SliceSet, fit_to_size, load_split
+from ..fileio import atomic_write_bytes
+from ..metrics import METRICS, plane_scores
+from ..models.simple import brain_masks
+from ..training.rundir import RunDir, read_record, write_record
 from .inference import Method, load_method
-from .metrics import METRICS, plane_scores
-from .rundir import RunDir, read_record, write_record
-from .simple import brain_masks
 
 REGIONS = ("masked", "unmasked")
 COLUMNS = tuple(f"{m}_{r}" for r in REGIONS for m in METRICS)
@@ -157,7 +157,7 @@ def summary_markdown(summary: list[dict], title: str) -> str:
 def predict(method: Method, slices: SliceSet, mask: np.ndarray, direction: str) -> np.ndarray:
     """The method's translation of the split in ``direction`` (each slice with its
     neighbours for a 2.5-D method)."""
-    from .data.context import with_context
+    from ..data.context import with_context
 
     seen = with_context(slices, method.context)
     inputs = seen.t1 if direction == "t1_to_t2" else seen.t2
@@ -275,7 +275,7 @@ def evaluate(run, data, *, split: str = "test", out=None, batch_size: int = 32,
             inputs = slices.t1 if direction == "t1_to_t2" else slices.t2
             fig = examples_figure(inputs, estimate, reference, mask, scores, direction,
                                   method.name, examples)
-            from .callbacks import save_figure
+            from ..training.callbacks import save_figure
             save_figure(fig, directory / f"examples_{direction}.png")
     per_subject = per_subject_means(per_slice)
     summary = summarise(per_slice)
@@ -331,7 +331,7 @@ def store_subjects(data, split: str) -> list[str] | None:
 
 def examples_figure(inputs, estimate, reference, mask, scores, direction, name, count):
     """Best and worst slices by masked SSIM: input | synthetic | real | |error|."""
-    from .viz import image_table
+    from ..viz import image_table
 
     ssim = np.asarray([s["ssim_masked"] for s in scores], np.float64)
     order = np.argsort(np.where(np.isfinite(ssim), ssim, np.inf))
@@ -351,7 +351,7 @@ def examples_figure(inputs, estimate, reference, mask, scores, direction, name, 
 def evaluate_volumes(method: Method, store, subjects: list[str], directory, *,
                      plane_step: int = 1) -> list[dict]:
     """Translate and score each subject's whole volume in both directions
-    (:func:`colab_utils.volumes.score_subject`); writes ``volumes.csv`` and
+    (:func:`colab_utils.evaluation.volumes.score_subject`); writes ``volumes.csv`` and
     ``volumes.md`` to ``directory`` and returns the rows."""
     from .volumes import prepare_subjects, score_subject, subject_volumes
 

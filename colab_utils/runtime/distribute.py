@@ -8,10 +8,10 @@ optimizer all-reduces (sums) the replicas' gradients. The pieces that are
 ours to get right are:
 
 * each replica's loss is its mean over its own share of the batch, divided by
-  the number of replicas (:func:`colab_utils.precision.apply_gradients`), so
+  the number of replicas (:func:`colab_utils.runtime.precision.apply_gradients`), so
   the summed gradient equals the one-device gradient of the global batch;
 * the image pools see the whole global batch in order on every replica
-  (:class:`colab_utils.cyclegan.ImagePool` gathers it), so their contents and
+  (:class:`colab_utils.models.cyclegan.ImagePool` gathers it), so their contents and
   random draws are the same as on one device;
 * checkpoints hold plain arrays (one copy of each variable), so a checkpoint
   written under one strategy resumes under any other.
@@ -37,8 +37,8 @@ import os
 
 import tensorflow as tf
 
-from .config import STRATEGIES
-from .validation import check_choice
+from ..config import STRATEGIES
+from ..validation import check_choice
 
 
 def tf_config_tasks(environ=None) -> int:

@@ -4,9 +4,9 @@ It owns what they all share: the step counter (saved in checkpoints; the
 learning-rate schedule and the image pools' random draws follow it), the
 named loss trackers that ``fit`` shows, ``compile`` with one optimizer for both
 generators and one for both discriminators, and ``call`` (T1 → T2).
-Subclasses supply their losses and steps: :class:`colab_utils.cyclegan.CycleGAN`
-(CycleGAN, CycleGAN_s), :class:`colab_utils.unit.UNIT` (UNIT, UNIT_s) and
-:class:`colab_utils.paired.PairedTranslator` (supervised, pix2pix).
+Subclasses supply their losses and steps: :class:`colab_utils.models.cyclegan.CycleGAN`
+(CycleGAN, CycleGAN_s), :class:`colab_utils.models.unit.UNIT` (UNIT, UNIT_s) and
+:class:`colab_utils.models.paired.PairedTranslator` (supervised, pix2pix).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from .precision import apply_gradients
+from ..runtime.precision import apply_gradients
 
 
 class TranslationModel(keras.Model):

@@ -13,7 +13,7 @@ import csv
 import json
 from pathlib import Path
 
-from .rundir import RunDir, read_record
+from ..training.rundir import RunDir, read_record
 
 # A learned method this far below the Simple baseline's mean masked SSIM, in either
 # direction, has not learnt the translation (a collapsed run; see docs/EXPERIMENTS.md);
@@ -25,7 +25,7 @@ def failed_methods(table: list[dict], baseline: str = "simple",
                    margin: float = FAILED_MARGIN) -> list[str]:
     """Warnings for the methods whose mean masked SSIM, in either direction, is more
     than ``margin`` below the ``baseline`` method's (rows of
-    :func:`colab_utils.compare.comparison_table`, validation subjects)."""
+    :func:`colab_utils.evaluation.compare.comparison_table`, validation subjects)."""
     ssim = {(row["method"], row["direction"]): float(row["mean"]) for row in table
             if row["metric"] == "ssim" and row["region"] == "masked"}
     warnings = []
@@ -72,7 +72,7 @@ def store_report(store) -> str:
 def machine_record(runs) -> dict:
     """Where the runs were computed: :func:`colab_utils.colab.hardware` and the dtype
     policy each run trained in (its ``summary.json``; ``None`` when it has none)."""
-    from .colab import hardware
+    from ..colab import hardware
 
     policies = {Path(run).name: RunDir(run).summary().get("policy") for run in runs}
     return {**hardware(), "policies": policies}
@@ -115,8 +115,8 @@ def restarts_markdown(restarts: dict) -> str:
             lines.append(f"- {name}: attempt {r['attempt'] + 1} (seed {r['seed']}) collapsed at "
                          f"epoch {r['epoch']}: {'; '.join(r['reasons'])}")
         lines.append(f"- {name}: trained to the end with seed {entry['seed']}")
-    return ("The collapse check (colab_utils.health, on validation slices) restarted these "
-            "runs with the next seed:\n\n" + "\n".join(lines) + "\n")
+    return ("The collapse check (colab_utils.training.health, on validation slices) "
+            "restarted these runs with the next seed:\n\n" + "\n".join(lines) + "\n")
 
 
 def pipeline_report(report: Path, validation_report: Path, store, record: dict) -> None:

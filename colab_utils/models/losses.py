@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from keras import ops
 
-from .validation import check_choice
+from ..validation import check_choice
 
 LOSS_GAN_MODES = ("lsgan", "bce")
 
