@@ -37,7 +37,7 @@ def measure(phantom: Path, n: int, workers: int) -> dict:
             f"{s},{('test', 'val')[i] if i < 2 else 'train'}\n" for i, s in enumerate(pairs)))
         config = DataConfig(split_file=str(split))
         started = time.perf_counter()
-        preprocess(pairs, Path(store) / "store", config, workers=workers, log=lambda *_: None)
+        preprocess(pairs, Path(store) / "store", config, workers=workers)
         seconds = time.perf_counter() - started
     return {"subjects": n, "seconds": seconds, "peak_rss_mb": memory.peak_mb}
 

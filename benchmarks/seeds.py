@@ -48,7 +48,7 @@ def _validation_scores(run: Path, store: Path) -> dict:
     import numpy as np
 
     from colab_utils.evaluation.inference import load_method
-    from colab_utils.evaluation.scoring import evaluate, load_paired, predict
+    from colab_utils.evaluation.scoring import evaluate, paired_split
     from colab_utils.training.health import contrast_order
 
     result = evaluate(run, store, split="val", examples=0)
@@ -59,11 +59,12 @@ def _validation_scores(run: Path, store: Path) -> dict:
         scores[f"ssim_{direction}"] = round(float(np.mean(values)), 4)
     method = load_method(run)
     if method.name != "simple":
-        slices, mask = load_paired(store, "val", method.image_size)
+        slices = paired_split(store, "val", method.image_size)
         for direction in ("t1_to_t2", "t2_to_t1"):
             target = slices.t2 if direction == "t1_to_t2" else slices.t1
-            estimate = predict(method, slices, mask, direction)
-            scores[f"order_{direction}"] = round(contrast_order(target, estimate, mask), 3)
+            estimate = method.translate_split(slices, direction)
+            scores[f"order_{direction}"] = round(
+                contrast_order(target, estimate, slices.mask), 3)
     return scores
 
 
@@ -94,7 +95,7 @@ def main() -> None:
     base = preset("demo", **overrides)
     store = Path(args.data) if args.data else prepare_data(base.data, out / "data")
     started = time.perf_counter()
-    train_method(base, "simple", store, out, log=lambda *_: None)
+    train_method(base, "simple", store, out)
     simple = _validation_scores(out / "simple", store)
     per_seed, restarts, collapsed = [], 0, 0
     for seed in range(args.first_seed, args.first_seed + args.seeds):

@@ -48,7 +48,7 @@ def main() -> None:
     import keras
     from _memory import PeakTreeMemory
 
-    from colab_utils.evaluation.inference import keras_translator
+    from colab_utils.evaluation.inference import Method, keras_translator
     from colab_utils.evaluation.synthesis import synthesize_volume
     from colab_utils.models.networks import resnet_generator
 
@@ -61,12 +61,13 @@ def main() -> None:
         for k in (0, 1):
             generator = resnet_generator(image_size=args.image_size, n_blocks=9,
                                          channels=2 * k + 1)
-            translate = keras_translator(generator, args.batch_size)
+            method = Method("resnet_9blocks", args.image_size,
+                            {"t1_to_t2": keras_translator(generator, args.batch_size)},
+                            context=k)
             with PeakTreeMemory() as memory:
                 started = time.perf_counter()
-                info = synthesize_volume(translate, source, Path(tmp) / "t2_synth.nii.gz",
-                                         direction="t1_to_t2", image_size=args.image_size,
-                                         batch_size=args.batch_size, context=k, log=None)
+                info = synthesize_volume(method, source, Path(tmp) / "t2_synth.nii.gz",
+                                         direction="t1_to_t2", batch_size=args.batch_size)
                 runs[k] = (time.perf_counter() - started, info, memory.peak_mb)
     seconds, info, peak = runs[0]
     print(json.dumps({

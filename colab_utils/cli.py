@@ -13,11 +13,10 @@ interrupted (run the same command again to resume).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 
-from .config import DataConfig, Experiment, TrainConfig
+from .config import DataConfig, Experiment, TrainConfig, follow_image_size
 from .presets import PRESETS, preset
 
 PREFIX = "setting_"
@@ -45,21 +44,13 @@ def _given(args) -> dict:
             if k.startswith(PREFIX) and v is not None}
 
 
-def _field_names(cls) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(cls))
-
-
 def training_config(args) -> TrainConfig:
     """The train command's settings: the preset's training part, then ``--config``, then
     the flags given."""
     values = preset(args.preset).train.to_dict()
     if args.config:
         values.update(TrainConfig.load(args.config).to_dict())
-    given = _given(args)
-    if "image_size" in given and "jitter_size" not in given:
-        # Follow a changed size with the paper's jitter ratio (286 for 256).
-        given["jitter_size"] = TrainConfig.jitter_for(int(given["image_size"]))
-    values.update(given)
+    values.update(follow_image_size(_given(args)))
     return TrainConfig.from_dict(values, source="command line")
 
 
@@ -112,11 +103,9 @@ def _cmd_synthesize(args) -> int:
         raise ValueError(f"{args.model}: translates {sorted(method.translators)}, "
                          f"not {args.direction}")
     settings = preprocessing_settings(args.model)
-    info = synthesize_volume(
-        method.translators[args.direction], args.input, args.output,
-        direction=args.direction, image_size=method.image_size or settings["slice_size"],
-        slice_size=settings["slice_size"], clip_low=settings["clip_low"],
-        clip_high=settings["clip_high"], batch_size=args.batch_size, context=method.context)
+    info = synthesize_volume(method, args.input, args.output, direction=args.direction,
+                             slice_size=settings["slice_size"], clip_low=settings["clip_low"],
+                             clip_high=settings["clip_high"], batch_size=args.batch_size)
     computed = f" in {method.policy}" if method.policy else ""
     print(f"synthetic volume ({method.name}{computed}, {args.direction}) written to {args.output} "
           f"in {info['total_s']:.1f} s")
@@ -156,13 +145,14 @@ def _cmd_phantom(args) -> int:
 def _cmd_preprocess(args) -> int:
     from .data.nifti import FOLDER_PATTERN, IXI_PATTERN, find_pairs
     from .data.preprocess import preprocess
+    from .data.store import SliceStore
 
     pattern = {"ixi": IXI_PATTERN, "folder": FOLDER_PATTERN}.get(args.pattern, args.pattern)
     pairing = find_pairs(args.input, pattern)
     print(f"[preprocess] {pairing.report()}")
     pairs = dict(sorted(pairing.pairs.items())[: args.limit] if args.limit else pairing.pairs)
     store = preprocess(pairs, args.out, _data_config(args))
-    print(f"slice store written to {store} (index.csv, train/ val/ test/ shards, qc/)")
+    print(f"slice store written to {store} (its QC montages in {SliceStore(store).qc_images})")
     return 0
 
 
@@ -214,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", help="JSON file of settings (e.g. a run's config.json)")
     train.add_argument("--stop-at-step", type=int, default=None,
                        help="stop with a checkpoint at this global step (resume later)")
-    _add_setting_flags(train, TrainConfig(), _field_names(TrainConfig),
+    _add_setting_flags(train, TrainConfig(), TrainConfig.field_names(),
                        "training settings (override the preset and --config)")
     train.set_defaults(func=_cmd_train)
 
@@ -316,8 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "schedule; hours on a GPU), ixi-40 (paper on the IXI protocol), "
                            "smoke (seconds)")
     demo = preset("demo")
-    _add_setting_flags(pipe, demo.data, _field_names(DataConfig), "data settings")
-    _add_setting_flags(pipe, demo.train, _field_names(TrainConfig), "training settings")
+    _add_setting_flags(pipe, demo.data, DataConfig.field_names(), "data settings")
+    _add_setting_flags(pipe, demo.train, TrainConfig.field_names(), "training settings")
     _add_setting_flags(pipe, demo, Experiment.own_fields(), "comparison settings")
     pipe.set_defaults(func=_cmd_pipeline)
 

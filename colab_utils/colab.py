@@ -12,6 +12,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .log import get_logger
+
+logger = get_logger(__name__)
+
 REPOSITORY = "mri-synthesis/t1t2-cyclegan-colab"
 BRANCH = "main"
 DRIVE_MOUNT = Path("/content/drive")
@@ -63,7 +67,7 @@ def workspace(workdir: str = "mri-cyclegan", *, use_drive: bool = True) -> Works
     space = Workspace(root, root / "data", root / "runs", on_drive)
     space.data.mkdir(parents=True, exist_ok=True)
     space.runs.mkdir(parents=True, exist_ok=True)
-    print(f"[colab_utils] {space.describe()}")
+    logger.info("%s", space.describe())
     return space
 
 
@@ -125,13 +129,13 @@ def cpu_name() -> str:
 
 
 def report_hardware() -> dict:
-    """Print and return :func:`hardware`, with advice when there is no accelerator."""
+    """Log and return :func:`hardware`, with advice when there is no accelerator."""
     info = hardware()
-    print(f"[colab_utils] {info['device']}; TensorFlow {info['tensorflow']}; mixed precision: "
-          f"{info['policy']}; tf.distribute strategy: {info['strategy']}")
+    logger.info("%s; TensorFlow %s; mixed precision: %s; tf.distribute strategy: %s",
+                info["device"], info["tensorflow"], info["policy"], info["strategy"])
     if info["device"].startswith("CPU") and in_colab():
-        print("[colab_utils] no GPU: Runtime > Change runtime type > T4 GPU makes training "
-              "about 20x faster")
+        logger.warning("no GPU: Runtime > Change runtime type > T4 GPU makes training "
+                       "about 20x faster")
     return info
 
 
@@ -148,7 +152,7 @@ def show_image(path) -> None:
     if get_ipython is not None and get_ipython() is not None:
         display(Image(filename=str(path)))
     else:
-        print(f"[colab_utils] image: {path}")
+        logger.info("image: %s", path)
 
 
 def show_markdown(path_or_text) -> None:

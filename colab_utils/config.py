@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .data.axial import SLICE_MODES
+from .data.context import MAX_CONTEXT
 from .fileio import atomic_write_bytes
 from .validation import check_choice
 
@@ -37,6 +38,9 @@ STRATEGIES = ("auto", "default", "mirrored", "tpu", "multiworker")
 SOURCES = ("phantom", "ixi", "folder", "gdrive")
 PHANTOM_KINDS = ("head", "brain", "thick")
 PROTOCOLS = ("", "ixi-40")
+# UNIT's loss weights in its paper (Liu et al. 2017), λ0..λ4: GAN, VAE KL, VAE
+# reconstruction, cycle KL, cycle reconstruction.
+UNIT_PAPER_WEIGHTS = (10.0, 0.1, 100.0, 0.1, 100.0)
 
 # Fields of TrainConfig that may differ when resuming a run: they change how long it
 # trains or how it reports, not what a step computes.
@@ -61,6 +65,8 @@ LEGACY = {
                 "gan_mode": "auto", "warmup_steps": 0, "disc_lr_scale": 1.0,
                 "jit_compile": False},
     "values": {"precision": {"off": "float32"}},
+    # Removed settings that never changed what a run computes: any value is dropped.
+    "ignored": ("notes",),
 }
 
 
@@ -203,7 +209,7 @@ class TrainConfig(_Settings):
     # CycleGANs; unpaired. 0 in the CycleGAN paper (losses.structure_loss).
     lambda_structure: float = 0.0
     # UNIT's loss weights λ0..λ4 (GAN, VAE KL, VAE L1, cycle KL, cycle L1; its paper's).
-    unit_weights: tuple = (10.0, 0.1, 100.0, 0.1, 100.0)
+    unit_weights: tuple = UNIT_PAPER_WEIGHTS
     # UNIT's learning rate is lr times this (its paper's 1e-4 against CycleGAN's 2e-4).
     unit_lr_factor: float = 0.5
     # Paired L1 weights: the supervised term of CycleGAN_s and UNIT_s; pix2pix's L1 term.
@@ -246,7 +252,6 @@ class TrainConfig(_Settings):
     max_restarts: int = 2
     tensorboard: bool = True
     verbose: int = 2
-    notes: str = field(default="")
 
     @staticmethod
     def jitter_for(image_size: int) -> int:
@@ -307,8 +312,8 @@ class TrainConfig(_Settings):
             _check_number(name, value, lower=0, inclusive=True)
             if value >= 1:
                 raise ValueError(f"config field {name!r}: expected a value in [0, 1), got {value}")
-        if self.context_slices > 4:
-            raise ValueError(f"config field 'context_slices': expected 0..4, got "
+        if self.context_slices > MAX_CONTEXT:
+            raise ValueError(f"config field 'context_slices': expected 0..{MAX_CONTEXT}, got "
                              f"{self.context_slices}")
         if self.image_size % 4:
             raise ValueError(f"config field 'image_size': expected a multiple of 4, "
@@ -415,10 +420,7 @@ class Experiment:
                 raise ValueError(f"unknown setting {name!r}; expected one of "
                                  f"{sorted(all_setting_names())}")
             routed[part][name] = value
-        if "image_size" in routed["train"] and "jitter_size" not in routed["train"]:
-            # Follow a changed size with the paper's jitter ratio (286 for 256).
-            routed["train"]["jitter_size"] = TrainConfig.jitter_for(
-                int(routed["train"]["image_size"]))
+        routed["train"] = follow_image_size(routed["train"])
         data = DataConfig.from_dict({**self.data.to_dict(), **routed["data"]},
                                     source="data settings")
         train = TrainConfig.from_dict({**self.train.to_dict(), **routed["train"]},
@@ -432,6 +434,15 @@ class Experiment:
                           float(own["cyclegan_step_factor"]), float(own["unit_step_factor"]),
                           tuple(own["volume_methods"]),
                           int(own["volume_plane_step"])).validated()
+
+
+def follow_image_size(train_values: dict) -> dict:
+    """Training settings where a changed ``image_size`` without its own ``jitter_size``
+    takes the paper's jitter ratio (:meth:`TrainConfig.jitter_for`)."""
+    if "image_size" in train_values and "jitter_size" not in train_values:
+        return {**train_values,
+                "jitter_size": TrainConfig.jitter_for(int(train_values["image_size"]))}
+    return train_values
 
 
 def all_setting_names() -> tuple[str, ...]:
@@ -467,6 +478,8 @@ def _upgrade(values: dict, source: str) -> dict:
                 raise ValueError(f"{source}: config field {name!r} is {value!r}, a setting "
                                  f"this version no longer has (only {only!r} remains); "
                                  "train a new run")
+    for name in LEGACY["ignored"]:
+        values.pop(name, None)
     for name, mapping in LEGACY["values"].items():
         if values.get(name) in mapping:
             values[name] = mapping[values[name]]

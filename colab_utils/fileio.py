@@ -1,4 +1,5 @@
-"""Atomic file writes: readers see the old file or the new one, never half of one."""
+"""Files written whole: atomic writes (readers see the old file or the new one, never
+half of one), JSON records and CSV tables."""
 
 from __future__ import annotations
 
@@ -29,3 +30,64 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
     os.replace(tmp, path)
     _fsync_dir(path.parent)
+
+
+def read_record(path) -> dict:
+    """A JSON object from ``path``, or ``{}`` when it is missing, damaged or not an object
+    (a run or store that has not got that far)."""
+    import json
+
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def write_record(path, record: dict) -> None:
+    """Write a JSON object atomically."""
+    import json
+
+    atomic_write_bytes(Path(path), (json.dumps(record, indent=2) + "\n").encode())
+
+
+# Columns of the tables that hold text; every other column is read back as a number.
+TEXT_COLUMNS = frozenset({"direction", "subject", "method", "metric", "region", "level", "note",
+                          "split", "modality", "qc_reasons", "t1", "t2", "error", "reference",
+                          "start_t1_to_template", "start_t2_to_t1", "outlier",
+                          "mask_fallback", "input", "kind", "reason"})
+
+
+def write_csv(path, rows: list[dict], columns=None) -> Path:
+    """Write rows as CSV atomically (floats with 6 significant digits; keys a row lacks
+    are empty, keys not in ``columns`` left out)."""
+    import csv
+    import io
+
+    path = Path(path)
+    columns = list(columns or dict.fromkeys(k for row in rows for k in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n",
+                            extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
+    atomic_write_bytes(path, buffer.getvalue().encode())
+    return path
+
+
+def read_csv(path, text_columns=TEXT_COLUMNS) -> list[dict]:
+    """Rows of a CSV written by :func:`write_csv`: numbers back as floats, except the
+    ``text_columns`` (and any value that is not a number)."""
+    import csv
+
+    def convert(key, value):
+        if key in text_columns:
+            return value
+        try:
+            return float(value)
+        except ValueError:
+            return value
+
+    with open(path, newline="") as f:
+        return [{k: convert(k, v) for k, v in row.items()} for row in csv.DictReader(f)]

@@ -19,24 +19,28 @@ import time
 from pathlib import Path
 
 from .config import DataConfig, Experiment
+from .data.store import SliceStore
+from .fileio import write_record
+from .log import get_logger
 from .presets import method_config, preset
-from .training.rundir import RunDir, write_record
+from .training.rundir import RunDir
+
+logger = get_logger(__name__)
 
 
 class StepTimer:
     """Runs named steps, logs them, and records how long each took."""
 
-    def __init__(self, log=print):
-        self.log = log or (lambda message: None)
+    def __init__(self):
         self.steps: list[dict] = []
 
     def __call__(self, name: str, function, **extra):
-        self.log(f"[pipeline] {name} ...")
+        logger.info("%s ...", name)
         started = time.perf_counter()
         result = function()
         seconds = round(time.perf_counter() - started, 1)
         self.steps.append({"step": name, "seconds": seconds, **extra})
-        self.log(f"[pipeline] {name}: {seconds:.1f} s")
+        logger.info("%s: %.1f s", name, seconds)
         return result
 
 
@@ -104,36 +108,27 @@ def prepare_data(data: DataConfig, data_dir="data", *, timer: StepTimer | None =
     return store
 
 
-def _stale(run: RunDir, store) -> bool:
-    """Whether a run trained on other subjects than the store's train and val splits."""
-    from .evaluation.scoring import store_subjects
-
-    for split in ("train", "val"):
-        recorded, now = run.subjects(split), store_subjects(store, split)
-        if recorded is not None and now is not None and sorted(recorded) != now:
-            return True
-    return False
-
-
-def _set_aside(run: RunDir, log) -> None:
+def _set_aside(run: RunDir, changes: list[str]) -> None:
     n = 1
     while run.path.with_name(f"{run.name}.stale-{n}").exists():
         n += 1
     target = run.path.with_name(f"{run.name}.stale-{n}")
     run.path.rename(target)
-    log(f"[pipeline] {run.name}: the store's subjects changed since it trained; moved to "
-        f"{target} and training again")
+    logger.warning("%s: the store's subjects changed since it trained (%s); moved to %s and "
+                   "training again", run.name, "; ".join(changes), target)
 
 
-def train_method(experiment: Experiment, method: str, store, out, *,
-                 show_inline=False, log=print):
+def train_method(experiment: Experiment, method: str, store, out, *, show_inline=False):
     """Train (or resume, or find finished) one method of the experiment into
     ``OUT/METHOD``; a run on other subjects than the store's is set aside first."""
     from .training.fit import train
 
     run = RunDir(Path(out) / method)
-    if run.path.is_dir() and _stale(run, store):
-        _set_aside(run, log)
+    if run.path.is_dir():
+        changes = run.subject_changes({k: SliceStore(store).subjects(k)
+                                       for k in ("train", "val")})
+        if changes:
+            _set_aside(run, changes)
     return train(method_config(experiment, method), run.path, store, show_inline=show_inline)
 
 
@@ -154,12 +149,11 @@ def train_methods(store, out, experiment: Experiment, *, timer: StepTimer | None
         steps = config.total_epochs * config.steps_per_epoch if method != "simple" else 0
         try:
             timer(f"train {method}", lambda method=method: train_method(
-                experiment, method, store, out, show_inline=show_inline, log=timer.log),
-                  steps=steps)
+                experiment, method, store, out, show_inline=show_inline), steps=steps)
         except TrainingFailed as err:
             if failed is None:
                 raise
-            timer.log(f"[pipeline] {method} FAILED: {err}")
+            logger.error("%s FAILED: %s", method, err)
             failed.append({"method": method, "error": str(err)})
             continue
         runs.append(Path(out) / method)
@@ -175,9 +169,9 @@ def evaluate_runs(runs, store, *, split: str = "test", timer: StepTimer | None =
     timer = timer or StepTimer()
     for run in runs:
         volumes = RunDir(run).model() in volume_methods
-        if is_current(run, store, split, volumes=volumes):
-            timer.log(f"[pipeline] {Path(run).name}: already evaluated on {split} at its last "
-                      "training step")
+        if is_current(run, store, split, volumes=volumes, plane_step=plane_step):
+            logger.info("%s: already evaluated on %s at its last training step",
+                        Path(run).name, split)
             continue
         timer(f"evaluate {Path(run).name} ({split}{', volumes' if volumes else ''})",
               lambda run=run, volumes=volumes: evaluate(
@@ -185,15 +179,14 @@ def evaluate_runs(runs, store, *, split: str = "test", timer: StepTimer | None =
                   plane_step=plane_step))
 
 
-def run_pipeline(experiment: Experiment | None = None, out="runs/phantom", data_dir="data",
-                 *, log=print) -> dict:
+def run_pipeline(experiment: Experiment | None = None, out="runs/phantom",
+                 data_dir="data") -> dict:
     """Run the whole chain and return its record (also written to ``OUT/pipeline.json``).
 
     Args:
         experiment: The settings (default: the ``demo`` preset).
         out: Where the runs (``OUT/METHOD/``) and the comparisons go.
         data_dir: Where the data and slice store go (see :func:`prepare_data`).
-        log: Progress messages.
 
     Returns:
         ``{"settings", "data", "steps", "total_seconds", "report", "warnings",
@@ -208,14 +201,15 @@ def run_pipeline(experiment: Experiment | None = None, out="runs/phantom", data_
     from .evaluation.report import (
         failed_methods,
         machine_record,
-        pipeline_report,
+        pipeline_sections,
         restarts_record,
+        write_report,
     )
 
     experiment = (experiment or preset("demo")).validated()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    timer = StepTimer(log)
+    timer = StepTimer()
     store = prepare_data(experiment.data, data_dir, timer=timer)
     failed: list[dict] = []
     runs = train_methods(store, out, experiment, timer=timer, failed=failed)
@@ -236,22 +230,23 @@ def run_pipeline(experiment: Experiment | None = None, out="runs/phantom", data_
                       volume_methods=experiment.volume_methods,
                       plane_step=experiment.volume_plane_step)
         test = timer("compare (test)", lambda: compare(
-            runs, out / "comparison", data=store, split="test", reference=reference))
+            runs, out / "comparison", data=store, split="test", reference=reference,
+            render=False))
     else:
         warnings.append(f"no comparison: {len(runs)} method(s) with a model")
     record = {"settings": experiment.to_dict(), "data": str(store), "steps": timer.steps,
               "total_seconds": round(sum(s["seconds"] for s in timer.steps), 1),
-              "report": str(test.report) if test else None, "warnings": warnings,
-              "machine": machine_record(runs), "failed": failed,
+              "report": str(test.directory / "report.md") if test else None,
+              "warnings": warnings, "machine": machine_record(runs), "failed": failed,
               "restarts": restarts_record(runs)}
     tables = {"table": test.table if test else [],
               "validation_table": validation.table if validation else []}
-    write_record(out / "pipeline.json", {**record, **tables})
     if test is not None:
-        pipeline_report(test.report, validation.report, store, record)
+        write_report(test, pipeline_sections(validation.report, store, record))
+    write_record(out / "pipeline.json", {**record, **tables})
     for warning in warnings:
-        timer.log(f"[pipeline] WARNING: {warning}")
-    timer.log(f"[pipeline] report: {record['report']}")
+        logger.warning("%s", warning)
+    logger.info("report: %s", record["report"])
     return {**record, **tables}
 
 

@@ -1,63 +1,56 @@
-"""Figures: per-epoch translation grids and loss curves.
+"""Figures: per-epoch translation grids, loss curves and tables of images.
 
 Figures are built with ``matplotlib.figure.Figure`` (no pyplot state), so they
-save the same way in a terminal, in CI and in a notebook.
+save the same way in a terminal, in CI and in a notebook; they draw arrays and
+run no model.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from .data.slices import from_network, to_network
+from .fileio import atomic_write_bytes
 
 
-def translate(generator, images: np.ndarray, batch_size: int = 8) -> np.ndarray:
-    """Run a generator on [0, 1] images (N, H, W, C); return [0, 1] float32.
-
-    ``generator`` is a Keras model (working in [-1, 1]) or any function of
-    [0, 1] images, such as a :class:`colab_utils.models.simple.SimpleBaseline`
-    translator.
-    """
-    if not hasattr(generator, "predict"):
-        return np.clip(np.asarray(generator(images.astype(np.float32)), np.float32), 0.0, 1.0)
-    x = to_network(images.astype(np.float32))
-    strategy = getattr(generator, "distribute_strategy", None)
-    if strategy is not None and strategy.num_replicas_in_sync > 1:
-        # A model built under several replicas: predict() would split these few images
-        # over the replicas (and fail on an empty share); call it on one device instead.
-        def run(chunk):
-            return generator(chunk, training=False)
-    else:
-        # predict_on_batch reuses the compiled predict function without predict()'s
-        # data adapter and callbacks, which cost more than a grid's few slices.
-        run = generator.predict_on_batch
-    out = np.concatenate([np.asarray(run(x[i:i + batch_size]), np.float32)
-                          for i in range(0, len(x), batch_size)])
-    return np.clip(from_network(out), 0.0, 1.0)
+def save_figure(fig, path) -> Path:
+    """Save a figure as PNG atomically (readers never see half a file)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
 
 
-def translation_grid(gen_t1_to_t2, gen_t2_to_t1, t1: np.ndarray, t2: np.ndarray, *,
-                     paired: bool, title: str = "") -> Figure:
+def cycle_images(forward, backward, t1: np.ndarray, t2: np.ndarray) -> dict:
+    """What a translation grid shows: each input translated and translated back, with
+    ``forward`` (T1 → T2) and ``backward`` (T2 → T1) functions of [0, 1] images."""
+    fake_t2, fake_t1 = forward(t1), backward(t2)
+    return {"t1": t1, "t2": t2, "fake_t2": fake_t2, "rec_t1": backward(fake_t2),
+            "fake_t1": fake_t1, "rec_t2": forward(fake_t1)}
+
+
+def translation_grid(images: dict, *, paired: bool, title: str = "") -> Figure:
     """Grid of rows ``input | translated | reconstructed [| ground truth]`` per slice.
 
     For each slice there is a T1 row (T1 → synthetic T2 → reconstructed T1,
     real T2 when paired) and a T2 row (the reverse).
 
     Args:
-        gen_t1_to_t2, gen_t2_to_t1: The generators.
-        t1, t2: Slices (N, H, W, C) in [0, 1]; aligned if ``paired``. With several
-            channels (2.5-D neighbourhoods) the middle one is shown.
+        images: :func:`cycle_images`: slices (N, H, W, C) in [0, 1], T1 and T2 aligned if
+            ``paired``. With several channels (2.5-D neighbourhoods) the middle one
+            is shown.
         paired: Add a ground-truth column.
         title: Figure title (e.g. the epoch).
     """
-    fake_t2 = translate(gen_t1_to_t2, t1)
-    rec_t1 = translate(gen_t2_to_t1, fake_t2)
-    fake_t1 = translate(gen_t2_to_t1, t2)
-    rec_t2 = translate(gen_t1_to_t2, fake_t1)
+    t1, t2 = images["t1"], images["t2"]
+    fake_t2, rec_t1 = images["fake_t2"], images["rec_t1"]
+    fake_t1, rec_t2 = images["fake_t1"], images["rec_t2"]
     rows = []
     for i in range(len(t1)):
         rows.append((("T1 input", t1[i]), ("T1→T2", fake_t2[i]), ("T1→T2→T1", rec_t1[i]))

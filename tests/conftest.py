@@ -81,7 +81,7 @@ def store(phantom_dir, tmp_path_factory):
     from colab_utils.data.preprocess import preprocess
 
     return shared_directory(tmp_path_factory, "store", lambda out: preprocess(
-        find_pairs(phantom_dir).pairs, out, STORE_CONFIG, workers=2, log=lambda *_: None))
+        find_pairs(phantom_dir).pairs, out, STORE_CONFIG, workers=2))
 
 
 def _store_config():
@@ -91,3 +91,34 @@ def _store_config():
 
 
 STORE_CONFIG = _store_config()
+
+
+class LogLines:
+    """The messages the package logged (``colab_utils.*`` loggers) since the test began."""
+
+    def __init__(self, caplog):
+        self.caplog = caplog
+
+    def list(self) -> list[str]:
+        return [r.getMessage() for r in self.caplog.records if r.name.startswith("colab_utils")]
+
+    def __iter__(self):
+        return iter(self.list())
+
+    def __getitem__(self, index):
+        return self.list()[index]
+
+    def __len__(self):
+        return len(self.list())
+
+    def clear(self):
+        self.caplog.clear()
+
+
+@pytest.fixture
+def messages(caplog):
+    """What the package logs during the test (see :class:`LogLines`)."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="colab_utils")
+    return LogLines(caplog)

@@ -31,7 +31,7 @@ def test_bad_input_exits_non_zero_with_one_line_reason(tmp_path):
 
 
 def test_toy_writes_a_loadable_dataset(tmp_path):
-    from colab_utils.data.slices import load_split
+    from colab_utils.data.store import load_split
 
     assert _run("toy", "--out", tmp_path / "toy", "--train", 8, "--val", 2, "--test", 2
                 ).returncode == 0

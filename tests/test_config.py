@@ -85,9 +85,12 @@ def test_method_config_gives_cyclegan_longer_epochs_and_unit_shorter_ones():
 
 
 def test_json_round_trip(tmp_path):
-    c = smoke_config(lambda_cycle=7.5, notes="hello")
+    c = smoke_config(lambda_cycle=7.5, grid_slices=3)
     c.save(tmp_path / "config.json")
     assert TrainConfig.load(tmp_path / "config.json") == c
+    # A setting that was removed because nothing read it (notes) is dropped, any value.
+    values = {**c.to_dict(), "notes": "a run of last week"}
+    assert TrainConfig.from_dict(values) == c
 
 
 def test_a_run_config_written_before_the_settings_tree_still_loads(tmp_path):

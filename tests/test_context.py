@@ -9,9 +9,11 @@ from colab_utils.config import TrainConfig
 from colab_utils.data.batches import training_dataset
 from colab_utils.data.context import middle, neighbour_rows, plane_rows, stack, with_context
 from colab_utils.data.slices import SliceSet
+from colab_utils.evaluation.compare import compare
 from colab_utils.evaluation.inference import Method, keras_translator, load_method
-from colab_utils.evaluation.scoring import evaluate, predict, read_csv
+from colab_utils.evaluation.scoring import evaluate
 from colab_utils.evaluation.synthesis import translate_volume
+from colab_utils.fileio import read_csv
 from colab_utils.models.networks import resnet_generator
 from colab_utils.presets import smoke_config
 from colab_utils.training.fit import train
@@ -50,14 +52,19 @@ def test_only_a_2_5d_translation_changes_when_a_neighbouring_slice_changes(k):
     generator = resnet_generator(image_size=32, channels=2 * k + 1, filters=8, n_blocks=1)
     method = Method("g", 32, {"t1_to_t2": keras_translator(generator)}, context=k)
     slices = _slices()
-    before = predict(method, slices, slices.mask, "t1_to_t2")
+    before = method.translate_split(slices, "t1_to_t2")
     assert before.shape == slices.t1.shape  # one output slice per input slice
     changed = _slices()
     changed.t1[3] = 1.0 - changed.t1[3]  # the neighbour above slice 2 (102 -> 103)
-    after = predict(method, changed, changed.mask, "t1_to_t2")
+    after = method.translate_split(changed, "t1_to_t2")
     moved = np.abs(after[2] - before[2]).max()
     assert (moved > 1e-4) if k else (moved == 0.0), moved
     np.testing.assert_array_equal(after[0], before[0])  # slice 100 sees 100, 100, 101
+    # A few rows of the split are translated with their real neighbours from the whole
+    # split, not with each other (what the comparison's qualitative figure draws).
+    picks = [1, 4]
+    np.testing.assert_allclose(method.translate_split(slices, "t1_to_t2", picks),
+                               before[picks], atol=1e-6)
 
 
 def test_training_batches_carry_the_neighbourhood_with_the_slice_in_the_middle():
@@ -84,7 +91,8 @@ def test_a_volume_is_translated_with_its_planes_neighbours():
         seen.extend(images.reshape(len(images), -1, images.shape[-1]).max(axis=1).tolist())
         return middle(images)
 
-    out = translate_volume(translate, volume, mask, image_size=32, slice_size=32, context=1)
+    method = Method("recorder", 32, {"t1_to_t2": translate}, context=1)
+    out = translate_volume(method, "t1_to_t2", volume, mask, slice_size=32)
     np.testing.assert_allclose(out, volume, atol=1e-6)
     assert np.round(seen, 3).tolist()[0] == [0.1, 0.1, 0.2]   # the first plane repeats
     assert np.round(seen, 3).tolist()[-1] == [0.5, 0.6, 0.6]  # and the last
@@ -112,3 +120,10 @@ def test_a_2_5d_run_trains_evaluates_and_scores_volumes_from_a_store(store, tmp_
     rows = read_csv(result.directory / "volumes.csv")
     assert len(rows) == 2 and all(np.isfinite(r["coronal_ssim"]) for r in rows)
     assert all(np.isfinite(r["ssim_masked"]) for r in result.per_slice)
+    # Compared with another method, with the qualitative figure a 2.5-D run needs its
+    # slices' neighbours for.
+    train(smoke_config(model="simple"), tmp_path / "simple", store, show_inline=False)
+    comparison = compare([tmp_path / "simple", tmp_path / "run"], tmp_path / "cmp",
+                         data=store, split="test", qualitative_slices=2)
+    assert (comparison.directory / "qualitative_t1_to_t2.png").stat().st_size > 1000
+    assert "qualitative_t2_to_t1.png" in comparison.report.read_text()

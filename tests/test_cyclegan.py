@@ -6,8 +6,8 @@ from colab_utils.data.slices import SliceSet
 from colab_utils.data.toy import toy_slices
 from colab_utils.models.cyclegan import LOSS_KEYS, ImagePool
 from colab_utils.models.factory import build_model
+from colab_utils.models.translation import generate as translate
 from colab_utils.presets import smoke_config
-from colab_utils.viz import translate
 
 
 def _batch(seed, n=2, size=32):

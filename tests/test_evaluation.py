@@ -7,16 +7,9 @@ import numpy as np
 import pytest
 
 from colab_utils.evaluation.compare import compare
-from colab_utils.evaluation.scoring import (
-    COLUMNS,
-    HIGHER_IS_BETTER,
-    evaluate,
-    is_current,
-    per_subject_means,
-    read_csv,
-    score_predictions,
-    write_csv,
-)
+from colab_utils.evaluation.scoring import evaluate, is_current, score_predictions
+from colab_utils.evaluation.tables import COLUMNS, HIGHER_IS_BETTER, per_subject_means
+from colab_utils.fileio import read_csv, write_csv
 from colab_utils.presets import smoke_config
 from colab_utils.training.fit import train
 
@@ -91,8 +84,8 @@ def test_compare_two_runs_writes_table_tests_and_figures(two_runs, tmp_path, mon
     from colab_utils.evaluation import compare as compare_module
 
     loaded = []
-    load = compare_module.load_method
-    monkeypatch.setattr(compare_module, "load_method",
+    load = compare_module.loaded_method
+    monkeypatch.setattr(compare_module, "loaded_method",
                         lambda run, **kw: loaded.append(Path(run).name) or load(run, **kw))
     data, runs = two_runs
     result = compare([runs["simple"], runs["supervised"]], tmp_path / "cmp", data=data,
@@ -227,7 +220,7 @@ def test_a_run_is_never_scored_on_subjects_it_trained_on(store, tmp_path):
     split_file.write_text("subject,split\nphantom-001,test\nphantom-002,val\n"
                           "phantom-003,train\nphantom-004,train\n")
     pairs = {p.stem: (None, None) for p in (resplit / "subjects").glob("*.npz")}
-    preprocess(pairs, resplit, DataConfig(split_file=str(split_file)), log=lambda *_: None)
+    preprocess(pairs, resplit, DataConfig(split_file=str(split_file)))
     with pytest.raises(ValueError, match=r"the run trained on 1 of the test subjects "
                                          r"\(phantom-001\)"):
         evaluate(run, resplit, split="test", examples=0)

@@ -7,15 +7,18 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from colab_utils.data.slices import SliceSet, load_split
+from colab_utils.data.slices import SliceSet
+from colab_utils.data.store import load_split
 from colab_utils.data.toy import toy_slices
 from colab_utils.presets import smoke_config
+from colab_utils.training.attempts import Attempts
 from colab_utils.training.checkpoints import CheckpointManager
-from colab_utils.training.fit import Attempts, train
+from colab_utils.training.fit import train
 from colab_utils.training.health import (
     CollapseCheck,
     TrainingCollapsed,
@@ -35,7 +38,7 @@ def _toy_split(n, seed):
 
 
 def _generators(t1_to_t2, t2_to_t1):
-    return SimpleNamespace(gen_t1_to_t2=t1_to_t2, gen_t2_to_t1=t2_to_t1)
+    return {"t1_to_t2": t1_to_t2, "t2_to_t1": t2_to_t1}
 
 
 def _toy_check(grace=0):
@@ -92,8 +95,11 @@ def test_check_on_phantom_slices_tells_a_good_translation_from_collapsed_ones(st
 def test_guard_waits_for_the_grace_epochs_and_only_checks_whole_validated_epochs():
     check = _toy_check(grace=1)
     measure, guard = check.callbacks(steps_per_epoch=10)
-    identity = _generators(lambda x: x, lambda x: x)
-    identity.global_step = tf.Variable(10, dtype="int64")
+    # A model whose generators keep their input (the source's tissue order).
+    image = keras.Input((32, 32, 1))
+    keep = keras.Model(image, keras.layers.Activation("linear")(image))
+    identity = SimpleNamespace(gen_t1_to_t2=keep, gen_t2_to_t1=keep,
+                               global_step=tf.Variable(10, dtype="int64"))
     measure.set_model(identity)
     guard.set_model(identity)
     logs = {}
@@ -270,8 +276,7 @@ def test_the_pipeline_goes_on_without_a_method_that_failed_and_says_so(tmp_path,
     experiment = preset("smoke", methods=("simple", "cyclegan", "supervised"),
                         steps_per_epoch=2, epochs=1, epochs_decay=0, collapse_grace=0,
                         max_restarts=0, tensorboard=False)
-    record = pipeline.run_pipeline(experiment, tmp_path / "runs", tmp_path / "data",
-                                   log=lambda *_: None)
+    record = pipeline.run_pipeline(experiment, tmp_path / "runs", tmp_path / "data")
     assert [f["method"] for f in record["failed"]] == ["cyclegan"]
     assert "did not learn the translation" in record["failed"][0]["error"]
     assert "the methods are tested against supervised: cyclegan has no model" in (

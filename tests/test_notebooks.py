@@ -15,7 +15,7 @@ import pytest
 
 from colab_utils.colab import REPOSITORY, colab_url
 from colab_utils.config import all_setting_names
-from colab_utils.evaluation.scoring import read_csv
+from colab_utils.fileio import read_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["01_download_and_register", "02_train_cyclegan", "03_evaluate", "04_compare_methods"]

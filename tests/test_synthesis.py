@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
+from colab_utils.config import DIRECTIONS
 from colab_utils.data.axial import from_slice, to_slice
 from colab_utils.data.phantom import write_phantom
-from colab_utils.evaluation.synthesis import synthesize_volume
+from colab_utils.evaluation.inference import Method
+from colab_utils.evaluation.synthesis import synthesize_volume, translate_volume
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,6 +26,28 @@ def phantom(tmp_path_factory):
 
 def identity(images, masks):
     return images
+
+
+def as_method(translate, image_size):
+    """A function of (images, masks) as a method of ``image_size`` in both directions."""
+    return Method("test", image_size, {d: translate for d in DIRECTIONS})
+
+
+def test_a_model_smaller_than_the_store_gives_back_each_structure_where_it_was():
+    # A bright box off the centre of a 256-px plane, through an identity "model" at
+    # 64 px: averaged down by blocks and brought back up, it must stay where it was,
+    # the same size (an up-sampling that aligns the image corners, not the pixel centres,
+    # magnified it by about a voxel at each side).
+    volume = np.zeros((256, 256, 3), np.float32)
+    volume[40:80, 150:210, :] = 1.0
+    mask = np.ones(volume.shape, bool)
+    out = translate_volume(as_method(identity, 64), "t1_to_t2", volume, mask, slice_size=256)
+    inside = out[:, :, 1] > 0.5
+    rows, cols = np.flatnonzero(inside.any(1)), np.flatnonzero(inside.any(0))
+    assert (rows[0], rows[-1], cols[0], cols[-1]) == (40, 79, 150, 209)
+    centre = np.argwhere(out[:, :, 1] > 0).mean(0)
+    np.testing.assert_allclose(centre, [59.5, 179.5], atol=0.05)
+    assert abs(out[:, :, 1].sum() - volume[:, :, 1].sum()) < 1e-3 * volume[:, :, 1].sum()
 
 
 def _overlap_correlation(a_path, b_path, *, ranks=False):
@@ -51,8 +75,7 @@ def test_output_has_the_inputs_shape_affine_and_anatomy(phantom, tmp_path):
     # The phantom's T2 is stored LAS on 1.3 mm slices in a tilted pose: far from the template.
     source = phantom / "phantom-001-T2.nii.gz"
     out = tmp_path / "t2_through_identity.nii.gz"
-    info = synthesize_volume(identity, source, out, direction="t2_to_t1", image_size=256,
-                             log=None)
+    info = synthesize_volume(as_method(identity, 256), source, out, direction="t2_to_t1")
     original, written = nib.load(str(source)), nib.load(str(out))
     assert written.shape == original.shape
     np.testing.assert_allclose(written.affine, original.affine, atol=1e-4)
@@ -75,12 +98,12 @@ def test_translator_contrast_reaches_the_output_at_a_small_model_size(phantom, t
         seen.append(images.shape)
         return np.where(masks, 1.0 - images, 0.0)
 
-    synthesize_volume(invert, source, out, direction="t1_to_t2", image_size=64,
-                      batch_size=32, log=None)
+    synthesize_volume(as_method(invert, 64), source, out, direction="t1_to_t2",
+                      batch_size=32)
     assert all(s[1:] == (64, 64, 1) and s[0] <= 32 for s in seen)
     inverted, _ = _overlap_correlation(source, out)
-    synthesize_volume(identity, source, tmp_path / "same.nii.gz", direction="t1_to_t2",
-                      image_size=64, log=None)
+    synthesize_volume(as_method(identity, 64), source, tmp_path / "same.nii.gz",
+                      direction="t1_to_t2")
     same, _ = _overlap_correlation(source, tmp_path / "same.nii.gz")
     # 64 px is a 4x coarser in-plane grid: the identity loses detail but keeps the anatomy.
     assert same > 0.75 and inverted < -0.3
@@ -91,14 +114,14 @@ def test_unreadable_or_flat_input_is_a_clear_error(tmp_path):
     flat = tmp_path / "flat-T1.nii.gz"
     nib.save(nib.Nifti1Image(np.ones((40, 40, 40), np.float32), np.eye(4)), str(flat))
     with pytest.raises(ValueError, match="flat-T1.nii.gz"):
-        synthesize_volume(identity, flat, tmp_path / "out.nii.gz", direction="t1_to_t2",
-                          image_size=64, log=None)
+        synthesize_volume(as_method(identity, 64), flat, tmp_path / "out.nii.gz",
+                          direction="t1_to_t2")
     assert not (tmp_path / "out.nii.gz").exists()
     two_d = tmp_path / "slice-T1.nii.gz"
     nib.save(nib.Nifti1Image(np.ones((40, 40), np.float32), np.eye(4)), str(two_d))
     with pytest.raises(ValueError, match="slice-T1.nii.gz"):
-        synthesize_volume(identity, two_d, tmp_path / "out.nii.gz", direction="t1_to_t2",
-                          image_size=64, log=None)
+        synthesize_volume(as_method(identity, 64), two_d, tmp_path / "out.nii.gz",
+                          direction="t1_to_t2")
 
 
 def test_cli_synthesize_with_the_simple_baseline(phantom, tmp_path):

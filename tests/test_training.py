@@ -12,10 +12,11 @@ import pytest
 from colab_utils.config import TrainConfig
 from colab_utils.data.toy import toy_slices
 from colab_utils.evaluation.inference import load_generator
+from colab_utils.models.translation import generate as translate
 from colab_utils.presets import smoke_config
 from colab_utils.training.checkpoints import CheckpointManager, CheckpointWarning
 from colab_utils.training.fit import train
-from colab_utils.viz import read_history, translate
+from colab_utils.viz import read_history
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,18 +10,19 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from colab_utils.config import UNIT_PAPER_WEIGHTS as PAPER_WEIGHTS
 from colab_utils.data.batches import training_dataset
 from colab_utils.data.slices import SliceSet
 from colab_utils.data.toy import toy_slices
 from colab_utils.evaluation.inference import load_generator, load_method
 from colab_utils.models import losses
 from colab_utils.models.factory import build_model
-from colab_utils.models.unit import LOSS_KEYS, PAPER_WEIGHTS, UNIT
+from colab_utils.models.translation import generate as translate
+from colab_utils.models.unit import LOSS_KEYS, UNIT
 from colab_utils.presets import smoke_config
 from colab_utils.runtime.precision import compute_policy
 from colab_utils.training.checkpoints import CheckpointManager
 from colab_utils.training.fit import train
-from colab_utils.viz import translate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -170,8 +171,8 @@ def test_unit_learns_a_known_translation():
 _HALF = """
 import sys
 from colab_utils.presets import smoke_config
-from colab_utils.training import train
-from colab_utils.training import train
+from colab_utils.training.fit import train
+from colab_utils.training.fit import train
 config = smoke_config(model=sys.argv[1], steps_per_epoch=3, deterministic=True, grid_slices=1,
                       validate=False, tensorboard=False)
 train(config, sys.argv[2], sys.argv[3], show_inline=False,

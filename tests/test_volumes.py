@@ -12,15 +12,17 @@ from scipy.ndimage import gaussian_filter
 
 from colab_utils import metrics
 from colab_utils.data.axial import to_slice
+from colab_utils.data.store import SliceStore
 from colab_utils.evaluation.compare import compare
 from colab_utils.evaluation.inference import Method
-from colab_utils.evaluation.scoring import read_csv
+from colab_utils.evaluation.scoring import evaluate, is_current
 from colab_utils.evaluation.volumes import (
     VOLUME_COLUMNS,
     score_subject,
     score_volume,
     subject_volumes,
 )
+from colab_utils.fileio import read_csv
 from colab_utils.presets import smoke_config
 from colab_utils.training.fit import train
 
@@ -94,8 +96,7 @@ def test_a_perfect_translator_scores_one_and_native_space_is_within_interpolatio
         volume_store):
     settings = json.loads((volume_store / "preprocess.json").read_text())["config"]
     subject = json.loads((volume_store / "preprocess.json").read_text())["splits"]["test"][0]
-    volumes = subject_volumes(volume_store, subject, clip_low=settings["clip_low"],
-                              clip_high=settings["clip_high"])
+    volumes = subject_volumes(volume_store, subject)
     size = settings["slice_size"]
     for direction in ("t1_to_t2", "t2_to_t1"):
         method = Method("oracle", size, {direction: _oracle(volumes, direction, size)})
@@ -109,14 +110,18 @@ def test_a_perfect_translator_scores_one_and_native_space_is_within_interpolatio
         # the real scan rigidly resampled there: equal but for interpolation.
         assert row["native_mae"] < 0.03 and row["native_ssim"] > 0.9, row
         assert set(VOLUME_COLUMNS) <= set(row)
-    # Cached: the second call reads the store's volumes/ file and gives the same arrays.
-    cache = volume_store / "volumes" / f"{subject}.npz"
-    assert cache.is_file()
-    again = subject_volumes(volume_store, subject, clip_low=settings["clip_low"],
-                            clip_high=settings["clip_high"])
-    np.testing.assert_allclose(again.t2, volumes.t2, atol=1e-3)  # stored as float16
-    np.testing.assert_array_equal(again.native["t1_to_t2"].mask,
-                                  volumes.native["t1_to_t2"].mask)
+    # Cached: the second call reads the store's cache and gives the very same arrays (a
+    # reference computed in this process is the cached one: every method is scored
+    # against the same volumes whichever call computed them).
+    assert SliceStore(volume_store).volume_file(subject).is_file()
+    again = subject_volumes(volume_store, subject)
+    np.testing.assert_array_equal(again.t1, volumes.t1)
+    np.testing.assert_array_equal(again.t2, volumes.t2)
+    for direction in ("t1_to_t2", "t2_to_t1"):
+        np.testing.assert_array_equal(again.native[direction].target,
+                                      volumes.native[direction].target)
+        np.testing.assert_array_equal(again.native[direction].mask,
+                                      volumes.native[direction].mask)
 
 
 def test_a_missing_scan_is_a_clear_error_naming_it(volume_store, tmp_path):
@@ -129,8 +134,8 @@ def test_a_missing_scan_is_a_clear_error_naming_it(volume_store, tmp_path):
     record["t1"] = str(tmp_path / "moved" / "T1.nii.gz")
     arrays["record"] = json.dumps(record)
     np.savez(record_path, **arrays)
-    with pytest.raises(FileNotFoundError, match=r"moved/T1\.nii\.gz: volume evaluation of "):
-        subject_volumes(store, subject, clip_low=0.5, clip_high=99.5)
+    with pytest.raises(FileNotFoundError, match=r"moved/T1\.nii\.gz: .* is no longer there"):
+        subject_volumes(store, subject)
 
 
 def test_cli_evaluate_volumes_and_compare_report_the_volume_table(volume_store, tmp_path):
@@ -156,3 +161,14 @@ def test_cli_evaluate_volumes_and_compare_report_the_volume_table(volume_store, 
     assert "no other method has a whole-volume evaluation" in report  # "other" has none
     table = read_csv(tmp_path / "cmp" / "table_volumes.csv")
     assert {r["metric"] for r in table} >= {"axial_ssim", "flicker_ratio", "native_psnr"}
+    # The volumes were scored on every plane: an evaluation wanted on every 2nd is not
+    # this one.
+    assert is_current(runs[0], volume_store, "test", volumes=True, plane_step=1)
+    assert not is_current(runs[0], volume_store, "test", volumes=True, plane_step=2)
+    # Evaluated again without volumes: the comparison shows no whole-volume table (the
+    # file of the earlier evaluation stays, but it is not this evaluation's).
+    evaluate(runs[0], volume_store, split="test", examples=0)
+    assert not is_current(runs[0], volume_store, "test", volumes=True)
+    again = compare(runs, tmp_path / "cmp2", data=volume_store, reference="simple",
+                    qualitative_slices=0)
+    assert "## Whole volumes" not in again.report.read_text()

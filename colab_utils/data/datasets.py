@@ -14,21 +14,23 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from ..config import TrainConfig
 from .batches import eval_batches, steps_per_epoch, training_dataset
-from .slices import SliceSet, fit_to_size, load_split
+from .slices import SliceSet, fit_to_size
+from .store import load_split
 
 
 def _load(data, split: str, image_size: int | None) -> SliceSet:
-    slices = data if isinstance(data, SliceSet) else load_split(data, split)
-    return fit_to_size(slices, image_size) if image_size else slices
+    if isinstance(data, SliceSet):
+        return fit_to_size(data, image_size) if image_size else data
+    return load_split(data, split, size=image_size)
 
 
 def _dataset(data, split, *, paired, batch_size, epochs, seed, augment, image_size,
              jitter_size) -> tf.data.Dataset:
     slices = _load(data, split, image_size)
     steps = steps_per_epoch(slices, batch_size)
-    size = slices.image_shape[0]
-    jitter = jitter_size or (size * 286) // 256  # CycleGAN: 286 for 256
+    jitter = jitter_size or TrainConfig.jitter_for(slices.image_shape[0])
     return training_dataset(slices, batch_size=batch_size, steps_per_epoch=steps, seed=seed,
                             start_step=0, end_step=steps * epochs, paired=paired,
                             augmentation=augment, jitter_size=jitter if augment else None)

@@ -19,10 +19,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from ..log import get_logger
 from .archive import safe_extract
 from .download import download, stream_tar_members
 from .manifest import get_source
 from .nifti import IXI_PATTERN, find_pairs
+
+logger = get_logger(__name__)
 
 _T1 = re.compile(r"(IXI\d{3}-[A-Za-z]+-\d{4})-T1\.nii\.gz$")
 _NUMBER = re.compile(r"IXI(\d{3})")
@@ -53,7 +56,7 @@ class _PastWanted:
 
 
 def fetch_ixi(dest, *, subjects: int | None = None, manifest=None, progress: bool = True,
-              keep_tars: bool = False, log=print, **download_options) -> dict:
+              keep_tars: bool = False, **download_options) -> dict:
     """Fetch IXI T1 and T2 NIfTIs into ``dest``; return the subject pairs found.
 
     Args:
@@ -62,7 +65,6 @@ def fetch_ixi(dest, *, subjects: int | None = None, manifest=None, progress: boo
         manifest: Another manifest file (tests point this at a local server).
         progress: Progress bars.
         keep_tars: Keep the downloaded tars after extraction (full download only).
-        log: Where the pairing report goes (subjects without a pair are named).
         **download_options: ``retries``, ``backoff``, ``timeout`` for the downloads.
 
     Returns:
@@ -87,7 +89,7 @@ def fetch_ixi(dest, *, subjects: int | None = None, manifest=None, progress: boo
             if not keep_tars:
                 tar.unlink()
     pairing = find_pairs(dest, IXI_PATTERN)
-    log(f"[ixi] {pairing.report()}")
+    logger.info("%s", pairing.report())
     return pairing.pairs
 
 

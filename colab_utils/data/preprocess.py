@@ -13,27 +13,18 @@ Per subject (in parallel worker processes, each subject independent):
    ``subjects/ID.npz`` atomically.
 
 Then the subjects are split (:mod:`.splits`: stable per subject ID, or a split
-file; outliers left out with ``exclude_outliers``) and the store is
-assembled::
-
-    STORE/preprocess.json      version, settings, splits (a re-run with other
-                               per-subject settings is refused)
-    STORE/index.csv            split, subject, slice, modality, shard, row
-    STORE/qc.csv, STORE/qc/ID.png
-    STORE/train/shard-000.npz  t1 (N, size, size), t2 (M, ...), t1_mask, t2_mask
-    STORE/subjects/ID.npz      per-subject results (what makes re-runs resumable)
+file; outliers left out with ``exclude_outliers``) and the store is assembled
+(:class:`.store.SliceStore`, which owns the store's files and their layout).
 
 Re-running skips subjects already done; changing only the split settings
-re-splits without registering anything again. Memory stays flat in the number
-of subjects: one subject per worker is in memory, shards are written one at a
-time.
+re-splits without registering anything again, and a store whose content would
+not change is not rewritten. Memory stays flat in the number of subjects: one
+subject per worker is in memory, shards are written one at a time.
 """
 
 from __future__ import annotations
 
-import csv
 import io
-import json
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -43,48 +34,13 @@ from pathlib import Path
 import numpy as np
 
 from ..config import DataConfig
-from ..fileio import atomic_write_bytes
+from ..log import get_logger, progress
 from . import axial
+from .intensity import normalise
 from .nifti import load_volume
+from .store import SliceStore
 
-STORE_VERSION = 2
-# Settings that change what is computed per subject (the rest only split the store).
-SUBJECT_FIELDS = ("slices", "seed_slice", "slice_range", "min_brain_fraction", "slice_size",
-                  "clip_low", "clip_high")
-QC_COLUMNS = ("subject", "split", "outlier", "qc_reasons", "corr_t1_template", "volume_scale",
-              "rim_ratio", "mask_dice", "mask_fallback", "metric_t1_to_template",
-              "metric_t2_to_t1", "start_t1_to_template", "start_t2_to_t1", "n_slices",
-              "seconds", "t1", "t2")
-
-
-def subject_settings(config: DataConfig) -> dict:
-    """The settings a subject's slices depend on."""
-    values = config.to_dict()
-    return {k: values[k] for k in SUBJECT_FIELDS}
-
-
-def _atomic_savez(path: Path, **arrays) -> None:
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def clip_range(volume: np.ndarray, mask: np.ndarray, low: float, high: float):
-    """The ``low``/``high`` percentiles of ``volume`` inside ``mask`` (the [0, 1] scale's
-    ends)."""
-    lo, hi = np.percentile(volume[mask], [low, high])
-    if hi <= lo:
-        raise ValueError(f"expected varying intensities inside the brain mask, got a constant "
-                         f"{lo:.4g}")
-    return float(lo), float(hi)
-
-
-def normalise(volume: np.ndarray, mask: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Clip to the ``low``/``high`` percentiles inside ``mask``, scale to [0, 1], zero outside."""
-    lo, hi = clip_range(volume, mask, low, high)
-    out = np.clip((volume - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
-    out[~mask] = 0.0
-    return out
+logger = get_logger(__name__)
 
 
 @dataclass
@@ -106,9 +62,18 @@ class RegisteredPair:
                                         self.t1_to_template.transform])
 
 
-def register_pair(t1_path, t2_path) -> RegisteredPair:
+    def transforms(self) -> dict:
+        """Both transforms as (3, 4) matrices (lists), as a subject's record keeps them."""
+        from .registration import flatten_affine
+
+        return {"t1_to_template": flatten_affine(self.t1_to_template.transform).tolist(),
+                "t2_to_t1": flatten_affine(self.t2_to_t1.transform).tolist()}
+
+
+def register_pair(t1_path, t2_path, transforms: dict | None = None) -> RegisteredPair:
     """Load a subject's T1 and T2; register T1 → MNI152 and T2 → T1 (rigid, inside the
-    T1's brain region)."""
+    T1's brain region), or, given the ``transforms`` a subject's record kept
+    (:meth:`RegisteredPair.transforms`), use those."""
     from . import registration as reg
 
     t1, t1_affine = load_volume(t1_path)
@@ -118,6 +83,13 @@ def register_pair(t1_path, t2_path) -> RegisteredPair:
             raise ValueError(f"{path}: expected an image with varying intensities, got a "
                              f"constant volume (every voxel {float(volume.min()):.4g})")
     t1_image, t2_image = reg.to_sitk(t1, t1_affine), reg.to_sitk(t2, t2_affine)
+    if transforms:
+        return RegisteredPair(
+            t1_image, t2_image,
+            reg.Registration(reg.affine_transform(transforms["t1_to_template"]), float("nan"),
+                             "recorded"),
+            reg.Registration(reg.affine_transform(transforms["t2_to_t1"]), float("nan"),
+                             "recorded"))
     t1_to_template = reg.register_to_template(t1_image)          # template -> T1
     t2_to_t1 = reg.register_rigid(t1_image, t2_image,            # T1 point -> T2 point
                                   fixed_mask=reg.brain_region_in(t1_image,
@@ -141,17 +113,17 @@ def register_subject(t1_path, t2_path):
     quality.update({"metric_t1_to_template": round(pair.t1_to_template.metric, 4),
                     "metric_t2_to_t1": round(pair.t2_to_t1.metric, 4),
                     "start_t1_to_template": pair.t1_to_template.start,
-                    "start_t2_to_t1": pair.t2_to_t1.start})
+                    "start_t2_to_t1": pair.t2_to_t1.start, "transforms": pair.transforms()})
     return t1_in_template, t2_in_template, mask, quality
 
 
-def register_into_template(t1_path, t2_path):
+def register_into_template(t1_path, t2_path, transforms: dict | None = None):
     """:func:`register_pair`, then T1, T2 and the subject's brain mask on the template grid:
     ``(t1, t2, mask, pair)`` (``pair.mask_info`` describes the mask)."""
     from . import registration as reg
     from .brain_mask import subject_brain_mask
 
-    pair = register_pair(t1_path, t2_path)
+    pair = register_pair(t1_path, t2_path, transforms)
     template, _ = reg.template_images()
     t1_in_template, _ = reg.from_sitk(reg.resample(pair.t1_image, template,
                                                    pair.t1_to_template.transform))
@@ -162,12 +134,12 @@ def register_into_template(t1_path, t2_path):
 
 
 def process_subject(subject: str, t1_path, t2_path, store, config: DataConfig) -> dict:
-    """Register, mask, normalise and slice one subject; write ``subjects/ID.npz`` and its
-    QC montage."""
+    """Register, mask, normalise and slice one subject; write it into the store (its
+    slices, mask, record and QC montage)."""
     from .qc import qc_montage
     from .template import mni_template
 
-    store = Path(store)
+    store = SliceStore(store)
     started = time.perf_counter()
     t1, t2, mask, quality = register_subject(t1_path, t2_path)
     _, template_mask, _ = mni_template()
@@ -176,44 +148,23 @@ def process_subject(subject: str, t1_path, t2_path, store, config: DataConfig) -
     fig = qc_montage(t1, t2, template_mask, mask,
                      f"{subject}: corr(T1, template) {quality['corr_t1_template']:.3f}, "
                      f"volume scale {quality['volume_scale']:.2f}, rim {quality['rim_ratio']:.2f}")
-    (store / "qc").mkdir(exist_ok=True)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
-    (store / "qc" / f"{subject}.png").write_bytes(buffer.getvalue())
     zs = axial.select_slices(template_mask, config.slices, seed_slice=config.seed_slice,
                              slice_range=config.slice_range,
                              min_brain_fraction=config.min_brain_fraction)
     record = {"subject": subject, "t1": str(t1_path), "t2": str(t2_path), **quality,
               "n_slices": len(zs), "seconds": round(time.perf_counter() - started, 2)}
-    _atomic_savez(store / "subjects" / f"{subject}.npz",
-                  t1=axial.stack(t1, zs, config.slice_size),
-                  t2=axial.stack(t2, zs, config.slice_size),
-                  mask=axial.stack(mask, zs, config.slice_size) > 0.5,
-                  slices=np.asarray(zs, np.int32), record=json.dumps(record))
+    store.write_subject(subject, {"t1": axial.stack(t1, zs, config.slice_size),
+                                  "t2": axial.stack(t2, zs, config.slice_size),
+                                  "mask": axial.stack(mask, zs, config.slice_size) > 0.5,
+                                  "slices": np.asarray(zs, np.int32)},
+                        record, buffer.getvalue())
     return record
 
 
-def _init_worker(threads: int) -> None:
-    import SimpleITK as sitk
-
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
-
-
-def _subject_done(store: Path, subject: str) -> dict | None:
-    path = store / "subjects" / f"{subject}.npz"
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            if "mask" not in data.files:  # written by a version without subject masks
-                return None
-            return json.loads(str(data["record"]))
-    except Exception:  # a damaged file is redone, never used
-        return None
-
-
 def preprocess(pairs: dict, store, config: DataConfig | None = None, *,
-               workers: int | None = None, log=print) -> Path:
+               workers: int | None = None) -> Path:
     """Preprocess subject pairs into a slice store (resumable).
 
     Args:
@@ -222,7 +173,6 @@ def preprocess(pairs: dict, store, config: DataConfig | None = None, *,
         config: The data settings (the preprocessing and split ones are used;
             defaults: the article's single slice, 256 px).
         workers: Worker processes for subjects (default: ``config.workers``).
-        log: Progress output.
 
     Returns:
         The store directory.
@@ -233,67 +183,53 @@ def preprocess(pairs: dict, store, config: DataConfig | None = None, *,
     """
     config = config.validated() if config else DataConfig()
     workers = workers or config.workers
-    store = Path(store)
-    (store / "subjects").mkdir(parents=True, exist_ok=True)
-    _check_settings(store, config)
-    todo = {s: p for s, p in sorted(pairs.items()) if _subject_done(store, s) is None}
-    log(f"[preprocess] {len(pairs)} subjects, {len(pairs) - len(todo)} already done, "
-        f"{len(todo)} to do with {workers} worker(s)")
+    store = SliceStore(store)
+    store.open_for(config)
+    todo = {s: p for s, p in sorted(pairs.items()) if store.subject_record(s) is None}
+    logger.info("%d subjects, %d already done, %d to do with %d worker(s)", len(pairs),
+                len(pairs) - len(todo), len(todo), workers)
     failures = {}
     if todo:
         # One ITK thread per subject: a multi-threaded registration metric sums its
         # partial results in a scheduling-dependent order, and the result would then
         # depend on the number of workers (a run resumed with other --workers would
         # not equal an uninterrupted one). Parallelism comes from the workers.
-        threads = 1
         # Workers are replaced every 16 subjects, so that whatever a long run
         # accumulates (allocator fragmentation, library caches) stays bounded.
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                                 initializer=_init_worker, initargs=(threads,),
+                                 initializer=init_worker, initargs=(1,),
                                  max_tasks_per_child=16) as pool:
-            futures = {s: pool.submit(process_subject, s, t1, t2, store, config)
+            futures = {s: pool.submit(process_subject, s, t1, t2, store.path, config)
                        for s, (t1, t2) in todo.items()}
-            for subject, future in futures.items():
+            for subject, future in progress(futures.items(), total=len(futures),
+                                            desc="subjects", unit="subject"):
                 try:
                     record = future.result()
-                    log(f"[preprocess] {subject}: {record['seconds']} s, corr "
-                        f"{record['corr_t1_template']:.3f}, volume scale "
-                        f"{record['volume_scale']:.3f}, rim {record['rim_ratio']:.3f}, "
-                        f"mask Dice {record['mask_dice']:.3f}")
+                    logger.info("%s: %s s, corr %.3f, volume scale %.3f, rim %.3f, mask Dice "
+                                "%.3f", subject, record["seconds"], record["corr_t1_template"],
+                                record["volume_scale"], record["rim_ratio"],
+                                record["mask_dice"])
                 except (ValueError, FileNotFoundError, RuntimeError) as err:
                     failures[subject] = str(err)
-                    log(f"[preprocess] {subject}: skipped: {err}")
-    done = {s: r for s in pairs if (r := _subject_done(store, s)) is not None}
+                    logger.warning("%s: skipped: %s", subject, err)
+    done = {s: r for s in pairs if (r := store.subject_record(s)) is not None}
     if not done:
-        raise ValueError(f"{store}: no subject could be preprocessed ({failures})")
-    assemble(store, done, config, failures, log=log)
-    log(f"[preprocess] slice store written to {store}")
-    return store
+        raise ValueError(f"{store.path}: no subject could be preprocessed ({failures})")
+    assemble(store, done, config, failures)
+    logger.info("slice store written to %s", store.path)
+    return store.path
 
 
-def _check_settings(store: Path, config: DataConfig) -> None:
-    path = store / "preprocess.json"
-    if path.is_file():
-        meta = json.loads(path.read_text())
-        if meta.get("version") != STORE_VERSION:
-            raise ValueError(f"{path}: this store was made by an earlier version of "
-                             "colab_utils (no per-subject brain masks, registration of the "
-                             "head); preprocess into a new store directory")
-        saved = meta.get("config", {})
-        mine = subject_settings(config)
-        changed = sorted(k for k in mine if saved.get(k) != mine[k])
-        if changed:
-            raise ValueError(f"{path}: this store was made with other settings ({changed}); "
-                             "use the same settings or a new store directory")
-        meta["config"] = config.to_dict()
-    else:
-        meta = {"version": STORE_VERSION, "config": config.to_dict()}
-    atomic_write_bytes(path, (json.dumps(meta, indent=2) + "\n").encode())
+def init_worker(threads: int) -> None:
+    """A worker process's SimpleITK threads (1: results independent of scheduling)."""
+    import SimpleITK as sitk
+
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
 
 
-def assemble(store: Path, records: dict, config: DataConfig, failures: dict, *,
-             log=print) -> dict[str, str]:
-    """Judge QC, split the subjects and write the shards, ``index.csv`` and ``qc.csv``.
+def assemble(store: SliceStore, records: dict, config: DataConfig,
+             failures: dict) -> dict[str, str]:
+    """Judge QC, split the subjects and commit the store (its shards, index and QC).
 
     Returns:
         ``{subject: split}`` (outliers left out with ``exclude_outliers``).
@@ -304,76 +240,18 @@ def assemble(store: Path, records: dict, config: DataConfig, failures: dict, *,
     flag_outliers(records)
     flagged = sorted(s for s, r in records.items() if r["outlier"])
     for subject in flagged:
-        log(f"[preprocess] {subject}: QC OUTLIER ({records[subject]['qc_reasons']})"
-            + ("; left out" if config.exclude_outliers else ""))
+        logger.warning("%s: QC OUTLIER (%s)%s", subject, records[subject]["qc_reasons"],
+                       "; left out" if config.exclude_outliers else "")
     kept = [s for s in sorted(records) if not (config.exclude_outliers and s in flagged)]
     assignment = assign(kept, seed=config.split_seed, val_fraction=config.val_fraction,
                         test_fraction=config.test_fraction, split_file=config.split_file or None)
-    rows = []
-    for split in ("train", "val", "test"):
-        members = [s for s in sorted(assignment) if assignment[s] == split]
-        # Strictly unpaired training: each subject gives its T1 or its T2, never both.
-        use = {s: ("t1", "t2") for s in members}
-        if config.unpaired and split == "train":
-            modality = unpaired_modalities(members, seed=config.split_seed)
-            use = {s: (modality[s],) for s in members}
-        rows += _write_split(store, split, members, use, config.shard_size)
-    _write_rows(store / "index.csv", rows, ["split", "subject", "slice", "modality", "shard",
-                                            "row"])
-    qc_rows = [{**records[s], "split": assignment.get(s, "excluded")} for s in sorted(records)]
-    qc_rows += [{"subject": s, "error": error} for s, error in sorted(failures.items())]
-    _write_rows(store / "qc.csv", qc_rows, list(QC_COLUMNS) + ["error"])
-    meta = json.loads((store / "preprocess.json").read_text())
-    meta["splits"] = {k: sorted(s for s in assignment if assignment[s] == k)
-                      for k in ("train", "val", "test")}
-    meta["left_out"] = sorted(set(records) - set(assignment))
-    meta["paired"] = {"train": not config.unpaired, "val": True, "test": True}
-    atomic_write_bytes(store / "preprocess.json", (json.dumps(meta, indent=2) + "\n").encode())
-    counts = {k: len(v) for k, v in meta["splits"].items()}
-    log(f"[preprocess] split: {counts['train']} train, {counts['val']} val, {counts['test']} "
-        f"test subjects" + (f"; {len(meta['left_out'])} left out" if meta["left_out"] else ""))
+    train = sorted(s for s in assignment if assignment[s] == "train")
+    modality = unpaired_modalities(train, seed=config.split_seed) if config.unpaired else None
+    written = store.commit(assignment, records, failures, unpaired_modality=modality,
+                           shard_size=config.shard_size)
+    counts = {k: sum(v == k for v in assignment.values()) for k in ("train", "val", "test")}
+    left_out = len(records) - len(assignment)
+    logger.info("split: %d train, %d val, %d test subjects%s%s", counts["train"],
+                counts["val"], counts["test"], f"; {left_out} left out" if left_out else "",
+                "" if written else " (the store already held them; nothing rewritten)")
     return assignment
-
-
-def _write_rows(path: Path, rows: list[dict], fields: list[str]) -> None:
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fields, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_bytes(path, text.getvalue().encode())
-
-
-def _write_split(store: Path, split: str, members: list[str], use: dict,
-                 shard_size: int) -> list[dict]:
-    """Write a split's shards one at a time; return its index rows."""
-    folder = store / split
-    folder.mkdir(exist_ok=True)
-    for old in folder.glob("shard-*.npz"):
-        old.unlink()
-    rows, shard = [], 0
-    buffers = {"t1": [], "t2": [], "t1_mask": [], "t2_mask": []}
-
-    def flush():
-        nonlocal shard, buffers
-        if not buffers["t1"] and not buffers["t2"]:
-            return
-        arrays = {m: (np.stack(b) if b else np.zeros((0, 1, 1), np.float32))
-                  for m, b in buffers.items()}
-        _atomic_savez(folder / f"shard-{shard:03d}.npz", **arrays)
-        shard, buffers = shard + 1, {k: [] for k in buffers}
-
-    for subject in members:
-        with np.load(store / "subjects" / f"{subject}.npz", allow_pickle=False) as data:
-            volumes = {m: data[m] for m in use[subject]}
-            masks, zs = data["mask"], data["slices"]
-        for i, z in enumerate(zs):
-            if max(len(b) for b in buffers.values()) >= shard_size:
-                flush()
-            for modality, images in volumes.items():
-                rows.append({"split": split, "subject": subject, "slice": int(z),
-                             "modality": modality, "shard": shard,
-                             "row": len(buffers[modality])})
-                buffers[modality].append(images[i])
-                buffers[f"{modality}_mask"].append(masks[i])
-    flush()
-    return rows

@@ -357,6 +357,24 @@ def resample(moving: sitk.Image, reference: sitk.Image, transform: sitk.Transfor
     return sitk.Resample(moving, reference, transform, interpolator, 0.0, sitk.sitkFloat32)
 
 
+def flatten_affine(transform: sitk.Transform) -> np.ndarray:
+    """A (3, 4) matrix ``[A | t]`` with ``transform(p) = A p + t``, for any affine ITK
+    transform (composites included), fitted through four points."""
+    points = np.array([[0, 0, 0], [100, 0, 0], [0, 100, 0], [0, 0, 100]], np.float64)
+    moved = np.array([transform.TransformPoint(tuple(p)) for p in points])
+    linear = (moved[1:] - moved[0]).T / 100.0
+    return np.concatenate([linear, moved[0][:, None]], axis=1)
+
+
+def affine_transform(matrix) -> sitk.AffineTransform:
+    """The ITK transform of a (3, 4) matrix ``[A | t]`` (:func:`flatten_affine`'s inverse)."""
+    matrix = np.asarray(matrix, np.float64).reshape(3, 4)
+    transform = sitk.AffineTransform(3)
+    transform.SetMatrix(matrix[:, :3].ravel().tolist())
+    transform.SetTranslation(matrix[:, 3].tolist())
+    return transform
+
+
 def mean_displacement(a: sitk.Transform, b: sitk.Transform, points_mm: np.ndarray) -> float:
     """Mean distance (mm) between where ``a`` and ``b`` send each LPS point."""
     moved_a = np.array([a.TransformPoint(tuple(p)) for p in points_mm])

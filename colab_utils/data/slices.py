@@ -1,6 +1,8 @@
-"""Load 2-D slices for training from ``.npy``/``.npz`` files.
+"""2-D slices in memory (:class:`SliceSet`), read from plain ``.npy``/``.npz`` files,
+and resized.
 
-Accepted layouts of a data directory (values on the [0, 1] scale; networks
+A slice store (what ``preprocess`` makes) is read by :class:`colab_utils.data.store.
+SliceStore`. Accepted file layouts of a data directory (values on the [0, 1] scale; networks
 see them mapped to [-1, 1] by :func:`to_network`):
 
 * ``DIR/train.npz`` (and ``val.npz``, ``test.npz``) holding arrays ``t1`` and
@@ -24,6 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from ..fileio import atomic_write_bytes
+from ..log import get_logger
+
+logger = get_logger(__name__)
 
 _RANGE_TOLERANCE = 1e-3
 
@@ -72,7 +77,7 @@ def from_network(x):
     return (x + 1.0) / 2.0
 
 
-def _as_stack(array: np.ndarray, source: str, channels: int | None) -> np.ndarray:
+def as_stack(array: np.ndarray, source: str, channels: int | None) -> np.ndarray:
     array = np.asarray(array)
     if array.ndim == 2:
         array = array[None, :, :, None]
@@ -96,7 +101,7 @@ def _as_stack(array: np.ndarray, source: str, channels: int | None) -> np.ndarra
     return np.clip(array, 0.0, 1.0)
 
 
-def _open_npz(path: Path):
+def open_npz(path: Path):
     """``np.load`` of an ``.npz`` archive, with any failure reported as a ``ValueError``."""
     try:
         data = np.load(path, allow_pickle=False)
@@ -113,14 +118,14 @@ def _read_array(path: Path) -> np.ndarray:
             return np.load(path, allow_pickle=False)
         except Exception as err:
             raise ValueError(f"{path}: not a readable .npy array ({err})") from err
-    with _open_npz(path) as data:
+    with open_npz(path) as data:
         if len(data.files) != 1:
             raise ValueError(f"{path}: expected one array in the .npz, got {data.files}")
         return data[data.files[0]]
 
 
 def _load_npz_split(path: Path, channels) -> SliceSet:
-    with _open_npz(path) as data:
+    with open_npz(path) as data:
         missing = {"t1", "t2"} - set(data.files)
         if missing:
             raise ValueError(f"{path}: expected arrays 't1' and 't2', missing "
@@ -130,9 +135,9 @@ def _load_npz_split(path: Path, channels) -> SliceSet:
             paired = bool(data["paired"]) if "paired" in data.files else False
         except Exception as err:  # a damaged member inside a valid archive
             raise ValueError(f"{path}: damaged array inside the .npz ({err})") from err
-    t1 = _as_stack(t1, f"{path}[t1]", channels)
-    t2 = _as_stack(t2, f"{path}[t2]", channels)
-    return _checked(SliceSet(t1, t2, paired, str(path)))
+    t1 = as_stack(t1, f"{path}[t1]", channels)
+    t2 = as_stack(t2, f"{path}[t2]", channels)
+    return checked(SliceSet(t1, t2, paired, str(path)))
 
 
 def _load_folder_split(folder: Path, channels) -> SliceSet:
@@ -142,13 +147,13 @@ def _load_folder_split(folder: Path, channels) -> SliceSet:
         if not files:
             raise FileNotFoundError(f"{folder / domain}: expected .npy or .npz slices, found none")
         stacks[domain] = np.concatenate(
-            [_as_stack(_read_array(p), str(p), channels) for p in files])
+            [as_stack(_read_array(p), str(p), channels) for p in files])
         names[domain] = [p.name for p in files]
     paired = names["t1"] == names["t2"] and len(stacks["t1"]) == len(stacks["t2"])
-    return _checked(SliceSet(stacks["t1"], stacks["t2"], paired, str(folder)))
+    return checked(SliceSet(stacks["t1"], stacks["t2"], paired, str(folder)))
 
 
-def _checked(slices: SliceSet) -> SliceSet:
+def checked(slices: SliceSet) -> SliceSet:
     if slices.t1.shape[1:] != slices.t2.shape[1:]:
         raise ValueError(f"{slices.source}: expected T1 and T2 slices of the same size, got "
                          f"{slices.t1.shape[1:]} and {slices.t2.shape[1:]}")
@@ -158,17 +163,19 @@ def _checked(slices: SliceSet) -> SliceSet:
     return slices
 
 
-def load_split(data_dir, split: str, *, channels: int | None = None,
-               required: bool = True) -> SliceSet | None:
-    """Load one split (``"train"``, ``"val"``, ``"test"``) from a data directory.
+def load_files_split(data_dir, split: str, *, channels: int | None = None,
+                     required: bool = True) -> SliceSet | None:
+    """Load one split (``"train"``, ``"val"``, ``"test"``) from a data directory in one of
+    the file layouts above, or from a single ``.npz`` file (its train split). A slice
+    store is read by :class:`colab_utils.data.store.SliceStore`;
+    :func:`colab_utils.data.store.load_split` takes either.
 
     Args:
-        data_dir: A directory in one of the layouts above, or a single
-            ``.npz`` file (used as the train split).
+        data_dir: A directory in one of the layouts above, or a single ``.npz`` file.
         split: Split name.
         channels: Expected channels, or ``None`` to accept any.
-        required: Raise ``FileNotFoundError`` if the split is absent;
-            otherwise return ``None``.
+        required: Raise ``FileNotFoundError`` if the split is absent; otherwise return
+            ``None``.
 
     Raises:
         FileNotFoundError: The directory or a required split is missing.
@@ -184,8 +191,6 @@ def load_split(data_dir, split: str, *, channels: int | None = None,
         return None
     if not data_dir.is_dir():
         raise FileNotFoundError(f"data directory not found: {data_dir}")
-    if (data_dir / "index.csv").is_file():
-        return _load_store_split(data_dir, split, channels, required)
     if (data_dir / f"{split}.npz").is_file():
         return _load_npz_split(data_dir / f"{split}.npz", channels)
     if (data_dir / split).is_dir():
@@ -194,56 +199,6 @@ def load_split(data_dir, split: str, *, channels: int | None = None,
         raise FileNotFoundError(f"{data_dir}: expected {split}.npz or {split}/t1 and "
                                 f"{split}/t2 folders of slices, found neither")
     return None
-
-
-def _load_store_split(store: Path, split: str, channels, required: bool) -> SliceSet | None:
-    """One split of a slice store written by :mod:`colab_utils.data.preprocess`."""
-    import csv
-    import json
-
-    with open(store / "index.csv", newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r["split"] == split]
-    if not rows:
-        if required:
-            raise FileNotFoundError(f"{store / 'index.csv'}: the store has no {split!r} slices")
-        return None
-    arrays = {"t1": [], "t2": [], "t1_mask": [], "t2_mask": []}
-    shards = sorted({int(r["shard"]) for r in rows})
-    for shard in shards:
-        path = store / split / f"shard-{shard:03d}.npz"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: shard listed in {store / 'index.csv'} is missing; "
-                                    "re-run preprocess on this store to rebuild it")
-        with _open_npz(path) as data:
-            for modality in ("t1", "t2"):
-                stack = data[modality]
-                if len(stack):
-                    arrays[modality].append(_as_stack(stack, f"{path}[{modality}]", channels))
-                    if f"{modality}_mask" in data.files:  # stores since version 2
-                        arrays[f"{modality}_mask"].append(data[f"{modality}_mask"][..., None])
-    info = {m: [r for r in rows if r["modality"] == m] for m in ("t1", "t2")}
-    t1, t2 = (np.concatenate(arrays[m]) for m in ("t1", "t2"))
-    for modality, stack in (("t1", t1), ("t2", t2)):
-        if len(stack) != len(info[modality]):
-            raise ValueError(f"{store / split}: index.csv lists {len(info[modality])} "
-                             f"{modality.upper()} slices, the shards hold {len(stack)}")
-    meta = json.loads((store / "preprocess.json").read_text())
-    paired = bool(meta.get("paired", {}).get(split, False))
-    masks = {m: np.concatenate(arrays[f"{m}_mask"]).astype(bool)
-             if arrays[f"{m}_mask"] else None for m in ("t1", "t2")}
-    if masks["t1"] is None and (store / "template_mask.npz").is_file():
-        # A store of version 1: the template's mask of each slice, the same for everyone.
-        with _open_npz(store / "template_mask.npz") as data:
-            all_masks = data["mask"]
-        for modality in masks:
-            masks[modality] = all_masks[[int(r["slice"]) for r in info[modality]]][..., None]
-    return _checked(SliceSet(
-        t1, t2, paired, f"{store}[{split}]",
-        t1_subjects=np.array([r["subject"] for r in info["t1"]]),
-        t2_subjects=np.array([r["subject"] for r in info["t2"]]),
-        t1_slices=np.array([int(r["slice"]) for r in info["t1"]]),
-        t2_slices=np.array([int(r["slice"]) for r in info["t2"]]),
-        mask=masks["t1"], t2_mask=masks["t2"]))
 
 
 def save_split(path, t1, t2, *, paired: bool) -> Path:
@@ -283,8 +238,9 @@ def fit_to_size(slices: SliceSet, size: int) -> SliceSet:
     def shrink(x):
         return None if x is None else block_mean(x, size)
 
-    print(f"[colab_utils] {slices.source}: {height}×{width} slices averaged down to "
-          f"{size}×{size} (config image_size)")
+    logger.info("%s: %d×%d slices averaged down to %d×%d (image_size)", slices.source,
+                height, width, size, size)
+
     def shrink_mask(mask):
         return None if mask is None else shrink(mask.astype(np.float32)) > 0.5
 

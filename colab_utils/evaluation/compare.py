@@ -33,20 +33,16 @@ import numpy as np
 from scipy import stats
 
 from ..config import DIRECTIONS
-from ..data.slices import SliceSet
-from ..fileio import atomic_write_bytes
+from ..fileio import atomic_write_bytes, read_csv, write_csv
+from ..log import get_logger
+from ..metrics import METRICS
 from ..training.rundir import RunDir
-from .inference import load_method
-from .scoring import (
-    HIGHER_IS_BETTER,
-    LABELS,
-    METRICS,
-    evaluate,
-    load_paired,
-    predict,
-    read_csv,
-    write_csv,
-)
+from .inference import loaded_method
+from .report import Section, write_report
+from .scoring import evaluate, paired_split
+from .tables import HIGHER_IS_BETTER, LABELS
+
+logger = get_logger(__name__)
 
 
 @dataclass
@@ -60,14 +56,23 @@ class MethodResults:
     summary: list[dict]
     data: str | None
     volumes: list[dict] = field(default_factory=list)
+    # How the run was scored: the image size of its slices, the plane step of its volumes.
+    image_size: int | None = None
+    plane_step: int | None = None
 
 
 @dataclass
 class Comparison:
+    """What :func:`compare` wrote: its tables and tests, the report's sections (in
+    order) and figures, and the report (``None`` until rendered)."""
+
     directory: Path
     table: list[dict]
     tests: list[dict]
-    report: Path
+    sections: list[Section]
+    figures: list[str]
+    title: str
+    report: Path | None = None
 
 
 def load_results(run, split: str = "test", data=None) -> MethodResults:
@@ -82,11 +87,14 @@ def load_results(run, split: str = "test", data=None) -> MethodResults:
                 f"`python -m colab_utils evaluate --run {run} --data STORE` or pass --data")
         evaluate(run, data, split=split)
     record = RunDir(run).evaluation_record(split)
-    volumes = directory / "volumes.csv"
+    # Whole volumes only when the evaluation on record scored them (an older volume
+    # table may describe another state of the run).
+    volumes = record.get("volumes") is True and (directory / "volumes.csv").is_file()
     return MethodResults(RunDir(run).model(), run, read_csv(directory / "per_slice.csv"),
                          read_csv(directory / "per_subject.csv"),
                          read_csv(directory / "summary.csv"), record.get("data"),
-                         read_csv(volumes) if volumes.is_file() else [])
+                         read_csv(directory / "volumes.csv") if volumes else [],
+                         record.get("image_size"), record.get("plane_step"))
 
 
 def _unique_labels(results: list[MethodResults]) -> None:
@@ -133,6 +141,12 @@ def paired_tests(results: list[MethodResults], reference: MethodResults) -> list
         if r is reference:
             continue
         for direction in DIRECTIONS:
+            if not comparable(r.image_size, reference.image_size):
+                rows += [_untested(r, reference, direction, level, metric,
+                                   f"scored at {r.image_size} px, {reference.label} at "
+                                   f"{reference.image_size} px: not comparable")
+                         for level in ("subject", "slice") for metric in METRICS]
+                continue
             for level, mine, theirs, key in (
                     ("subject", r.per_subject, reference.per_subject, ("subject",)),
                     ("slice", r.per_slice, reference.per_slice, ("subject", "slice"))):
@@ -140,6 +154,18 @@ def paired_tests(results: list[MethodResults], reference: MethodResults) -> list
                     rows.append(_wilcoxon(r.label, reference.label, direction, level, metric,
                                           mine, theirs, key))
     return rows
+
+
+def comparable(a, b) -> bool:
+    """Whether two evaluations' settings (image sizes, plane steps) allow a paired test:
+    the same, or one of them unknown (the Simple baseline works at any size)."""
+    return a is None or b is None or a == b
+
+
+def _untested(r, reference, direction, level, metric, note) -> dict:
+    return {"method": r.label, "reference": reference.label, "direction": direction,
+            "level": level, "metric": metric, "n": 0, "median_difference": float("nan"),
+            "statistic": float("nan"), "p_value": float("nan"), "note": note}
 
 
 def _wilcoxon(label, ref_label, direction, level, metric, mine, theirs, key,
@@ -202,6 +228,10 @@ def volume_tests(results: list[MethodResults], reference: MethodResults) -> list
     against ``reference``'s."""
     return [_wilcoxon(r.label, reference.label, direction, "subject", column, r.volumes,
                       reference.volumes, ("subject",), column=column)
+            if comparable(r.plane_step, reference.plane_step) else
+            _untested(r, reference, direction, "subject", column,
+                      f"every {r.plane_step} planes against every {reference.plane_step}: "
+                      "not comparable")
             for r in results if r is not reference and r.volumes
             for direction in DIRECTIONS for column in VOLUME_TABLE]
 
@@ -329,30 +359,30 @@ def boxplots(results: list[MethodResults], direction: str):
 
 def qualitative_figure(results: list[MethodResults], data, split: str, direction: str,
                        n_slices: int = 3, methods=None):
-    """Fixed test slices: input | each method | ground truth | each method's |error|.
+    """Fixed slices of the split: input | each method | ground truth | each method's
+    |error| (a 2.5-D method sees each slice's real neighbours from the whole split).
 
-    ``methods``: the results' methods already loaded (:func:`load_method`), so
-    that drawing both directions loads each model once.
+    ``methods``: the results' methods already loaded, so that drawing both directions
+    loads each model once.
     """
     from ..viz import image_table
 
-    methods = methods or [load_method(r.run) for r in results]
+    methods = methods or [loaded_method(r.run) for r in results]
     sizes = {m.image_size for m in methods if m.image_size}
     if len(sizes) > 1:
         raise ValueError(f"the runs work at different image sizes {sorted(sizes)}; a "
                          "qualitative figure needs one size")
-    slices, mask = load_paired(data, split, sizes.pop() if sizes else None)
-    picks = np.unique(np.linspace(0, len(slices.t1) - 1,
-                                  num=min(n_slices, len(slices.t1))).round().astype(int))
-    subset = SliceSet(slices.t1[picks], slices.t2[picks], True, slices.source)
-    estimates = [predict(m, subset, mask[picks], direction) for m in methods]
-    inputs = subset.t1 if direction == "t1_to_t2" else subset.t2
-    truth = subset.t2 if direction == "t1_to_t2" else subset.t1
+    slices = paired_split(data, split, sizes.pop() if sizes else None)
+    picks = slices.spread(n_slices)
+    estimates = [m.translate_split(slices, direction, picks) for m in methods]
+    inputs = (slices.t1 if direction == "t1_to_t2" else slices.t2)[picks]
+    truth = (slices.t2 if direction == "t1_to_t2" else slices.t1)[picks]
+    mask = slices.mask[picks]
     rows = []
     for j, i in enumerate(picks):
-        errors = [np.abs(e[j] - truth[j]) * mask[i] for e in estimates]
-        rows.append((f"test row {i}", [inputs[j], *[e[j] for e in estimates], truth[j],
-                                       *errors]))
+        errors = [np.abs(e[j] - truth[j]) * mask[j] for e in estimates]
+        rows.append((f"{split} row {i}", [inputs[j], *[e[j] for e in estimates], truth[j],
+                                          *errors]))
     source, target = direction.split("_to_")
     k = len(methods)
     columns = ([f"{source.upper()} input"] + [r.label for r in results]
@@ -362,8 +392,8 @@ def qualitative_figure(results: list[MethodResults], data, split: str, direction
 
 
 def compare(runs, out, *, split: str = "test", data=None, reference: str = "cyclegan",
-            qualitative_slices: int = 3) -> Comparison:
-    """Compare evaluated runs and write tables, tests and figures to ``out``.
+            qualitative_slices: int = 3, render: bool = True) -> Comparison:
+    """Compare evaluated runs: tables, tests and figures in ``out``, and the report.
 
     Args:
         runs: Run directories (two or more).
@@ -373,9 +403,12 @@ def compare(runs, out, *, split: str = "test", data=None, reference: str = "cycl
             qualitative figure (default: the store recorded by the evaluations).
         reference: The method the others are tested against (its ``model``
             name or run directory name; CycleGAN by default).
-        qualitative_slices: Test slices in the qualitative figure (0: none).
+        qualitative_slices: Slices in the qualitative figure (0: none).
+        render: Write ``report.md`` from the sections; ``False`` leaves it to the
+            caller (:func:`colab_utils.evaluation.report.write_report` with sections of
+            its own, as the pipeline does).
     """
-    from ..training.callbacks import save_figure
+    from ..viz import save_figure
 
     runs = [Path(r) for r in runs]
     if len(runs) < 2:
@@ -397,46 +430,45 @@ def compare(runs, out, *, split: str = "test", data=None, reference: str = "cycl
     labels = [r.label for r in results]
     table_md = table_markdown(table, labels)
     atomic_write_bytes(out / "table.md", table_md.encode())
-    figures = []
-    data = data or results[0].data
-    methods = [load_method(r.run) for r in results] if qualitative_slices and data else None
-    for direction in DIRECTIONS:
-        save_figure(boxplots(results, direction), out / f"boxplots_{direction}.png")
-        figures.append(f"boxplots_{direction}.png")
-        if methods:
-            save_figure(qualitative_figure(results, data, split, direction, qualitative_slices,
-                                           methods),
-                        out / f"qualitative_{direction}.png")
-            figures.append(f"qualitative_{direction}.png")
-    report = [f"# Method comparison on the {split} split", "",
-              "Runs: " + ", ".join(f"{r.label} (`{r.run}`)" for r in results), "",
-              "Intensities on [0, 1]; PSNR in dB; MI in nats; best mean in bold. Each "
-              "subject's metrics are the mean over its slices; the table gives their mean "
-              "and standard deviation over subjects.", "", table_md,
-              f"## Paired Wilcoxon signed-rank tests against {ref.label} (masked metrics)", "",
-              tests_markdown(tests, "subject"), tests_markdown(tests, "slice"),
-              "## Figures", ""]
+    sections = [Section("", "Runs: " + ", ".join(f"{r.label} (`{r.run}`)" for r in results)
+                        + "\n\nIntensities on [0, 1]; PSNR in dB; MI in nats; best mean in "
+                        "bold. Each subject's metrics are the mean over its slices; the table "
+                        "gives their mean and standard deviation over subjects.\n\n"
+                        + table_md),
+                Section(f"Paired Wilcoxon signed-rank tests against {ref.label} (masked "
+                        "metrics)", tests_markdown(tests, "subject") + "\n"
+                        + tests_markdown(tests, "slice"))]
     volumed = [r for r in results if r.volumes]
     if volumed:
         volumes = volume_table(volumed)
         write_csv(out / "table_volumes.csv", volumes)
         tested = volume_tests(volumed, ref) if ref.volumes else []
         write_csv(out / "tests_volumes.csv", tested)
-        report[report.index("## Figures"):report.index("## Figures")] = [
-            "## Whole volumes", "",
+        sections.append(Section("Whole volumes", (
             "Each subject's whole brain translated plane by plane at the store's resolution "
             "(colab_utils.evaluation.volumes): metrics on axial, coronal and sagittal planes "
-            "inside "
-            "the brain mask (coronal and sagittal cut across the translated slices), the "
-            "flicker ratio (error of the slice-to-slice change over the real change; 0 is "
-            "perfect) and the metrics on the source scan's own grid (native).", "",
-            volume_markdown(volumes, [r.label for r in volumed]),
-            tests_markdown(tested, "subject") if tested else
-            (f"No tests: {ref.label} has no whole-volume evaluation." if not ref.volumes else
-             "No tests: no other method has a whole-volume evaluation."), ""]
-    report += [f"![{name}]({name})" for name in figures]
-    report_path = out / "report.md"
-    atomic_write_bytes(report_path, ("\n".join(report) + "\n").encode())
-    print(f"[colab_utils] compared {len(results)} methods against {ref.label}; "
-          f"report in {report_path}")
-    return Comparison(out, table, tests, report_path)
+            "inside the brain mask (coronal and sagittal cut across the translated slices), "
+            "the flicker ratio (error of the slice-to-slice change over the real change; 0 "
+            "is perfect) and the metrics on the source scan's own grid (native).\n\n"
+            + volume_markdown(volumes, [r.label for r in volumed]) + "\n"
+            + (tests_markdown(tested, "subject") if tested else
+               f"No tests: {ref.label} has no whole-volume evaluation." if not ref.volumes
+               else "No tests: no other method has a whole-volume evaluation."))))
+    data = data or results[0].data
+    methods = ([loaded_method(r.run) for r in results]
+               if qualitative_slices and data else None)
+    figures = []
+    for direction in DIRECTIONS:
+        figures.append(save_figure(boxplots(results, direction),
+                                   out / f"boxplots_{direction}.png").name)
+        if methods:
+            figures.append(save_figure(
+                qualitative_figure(results, data, split, direction, qualitative_slices,
+                                   methods), out / f"qualitative_{direction}.png").name)
+    comparison = Comparison(out, table, tests, sections, figures,
+                            f"Method comparison on the {split} split")
+    if render:
+        write_report(comparison)
+    logger.info("compared %d methods against %s; %s", len(results), ref.label,
+                f"report in {comparison.report}" if render else f"tables in {out}")
+    return comparison

@@ -1,19 +1,55 @@
-"""The pipeline's report: what the store holds, the failure check, the machine, timings.
+"""The comparison's report: sections rendered once, atomically, into ``report.md``.
 
-:func:`pipeline_report` appends to the test comparison's ``report.md`` what a
-reader needs to trust it: that the settings were chosen on validation
-subjects (their comparison is linked), warnings about methods that failed to
-learn, the slice store and its QC, how long each step took, the machine and
-each run's dtype policy, and the settings.
+:func:`colab_utils.evaluation.compare.compare` makes the comparison's sections;
+the pipeline adds its own (:func:`pipeline_sections`: how the settings were
+chosen, restarts, warnings about methods that failed to learn, the slice store
+and its QC, how long each step took, the machine and each run's dtype policy,
+the settings) and :func:`write_report` renders the page once.
 """
 
 from __future__ import annotations
 
-import csv
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..training.rundir import RunDir, read_record
+from ..data.store import SliceStore
+from ..fileio import atomic_write_bytes
+from ..training.rundir import RunDir
+
+
+@dataclass
+class Section:
+    """One section of a report: a title (``""``: no heading) and its Markdown."""
+
+    title: str
+    markdown: str
+
+    def render(self) -> str:
+        heading = f"## {self.title}\n\n" if self.title else ""
+        return heading + self.markdown.strip() + "\n"
+
+
+def render(title: str, sections, figures=(), *, images: bool = True) -> str:
+    """The report's Markdown: the title, each section, then the figures (as image links,
+    relative to the report's folder; ``images=False`` leaves them out, for a notebook
+    that shows the figures itself)."""
+    parts = [f"# {title}\n"] + [section.render() for section in sections]
+    if images and figures:
+        parts.append("## Figures\n\n" + "\n".join(f"![{name}]({name})" for name in figures)
+                     + "\n")
+    return "\n".join(parts)
+
+
+def write_report(comparison, extra=()) -> Path:
+    """Render a comparison's sections and ``extra`` ones into ``report.md`` (atomically)
+    and return its path (also set as ``comparison.report``)."""
+    path = Path(comparison.directory) / "report.md"
+    text = render(comparison.title, [*comparison.sections, *extra], comparison.figures)
+    atomic_write_bytes(path, text.encode())
+    comparison.report = path
+    return path
+
 
 # A learned method this far below the Simple baseline's mean masked SSIM, in either
 # direction, has not learnt the translation (a collapsed run; see docs/EXPERIMENTS.md);
@@ -42,30 +78,30 @@ def failed_methods(table: list[dict], baseline: str = "simple",
 
 def store_report(store) -> str:
     """Markdown: subjects and slices per split, and each subject's registration QC."""
-    store = Path(store)
-    info = read_record(store / "preprocess.json")
+    store = SliceStore(store)
     counts: dict[str, int] = {}
-    with open(store / "index.csv", newline="") as f:
-        for row in csv.DictReader(f):
-            if row.get("modality", "t1") == "t1":
-                counts[row["split"]] = counts.get(row["split"], 0) + 1
-    lines = [f"**Slice store** `{store}`", "", "| split | subjects | T1 slices |", "|---|---|---|"]
-    for split, subjects in info.get("splits", {}).items():
+    for row in store.index_rows():
+        if row.get("modality", "t1") == "t1":
+            counts[row["split"]] = counts.get(row["split"], 0) + 1
+    lines = [f"**Slice store** `{store.path}`", "", "| split | subjects | T1 slices |",
+             "|---|---|---|"]
+    for split, subjects in store.splits().items():
         lines.append(f"| {split} | {len(subjects)} | {counts.get(split, 0)} |")
-    if info.get("left_out"):
-        lines += ["", f"Left out of every split (QC): {', '.join(info['left_out'])}"]
+    if store.left_out():
+        lines += ["", f"Left out of every split (QC): {', '.join(store.left_out())}"]
     lines += ["", "| subject | split | corr(T1, template) | volume scale | rim ratio | mask Dice "
               "| QC |", "|---|---|---|---|---|---|---|"]
-    with open(store / "qc.csv", newline="") as f:
-        for row in csv.DictReader(f):
-            if row.get("error"):
-                lines.append(f"| {row['subject']} | – | failed: {row['error']} | | | | |")
-                continue
-            verdict = f"OUTLIER: {row['qc_reasons']}" if row.get("outlier") == "True" else "ok"
-            lines.append(f"| {row['subject']} | {row['split']} | "
-                         f"{float(row['corr_t1_template']):.3f} | "
-                         f"{float(row['volume_scale']):.3f} | {float(row['rim_ratio']):.3f} | "
-                         f"{float(row['mask_dice']):.3f} | {verdict} |")
+    for row in store.qc_rows():
+        if row.get("error"):
+            lines.append(f"| {row['subject']} | – | failed: {row['error']} | | | | |")
+            continue
+        verdict = f"OUTLIER: {row['qc_reasons']}" if row.get("outlier") == "True" else "ok"
+        if row.get("warnings"):
+            verdict += f" (warning: {row['warnings']})"
+        lines.append(f"| {row['subject']} | {row['split']} | "
+                     f"{float(row['corr_t1_template']):.3f} | "
+                     f"{float(row['volume_scale']):.3f} | {float(row['rim_ratio']):.3f} | "
+                     f"{float(row['mask_dice']):.3f} | {verdict} |")
     return "\n".join(lines) + "\n"
 
 
@@ -119,21 +155,26 @@ def restarts_markdown(restarts: dict) -> str:
             "restarted these runs with the next seed:\n\n" + "\n".join(lines) + "\n")
 
 
-def pipeline_report(report: Path, validation_report: Path, store, record: dict) -> None:
-    """Append the pipeline's sections to the test comparison's ``report.md``."""
-    text = report.read_text()
-    relative = Path("..") / validation_report.parent.name / validation_report.name
-    text += ("\n## How the settings were chosen\n\n"
-             "Every setting of this run (the preset's, and what was tried before it: "
-             "docs/EXPERIMENTS.md) was chosen on the validation subjects "
-             f"([their comparison]({relative.as_posix()})); the test subjects above were "
-             "scored once, after the choice.\n")
+def pipeline_sections(validation_report: Path | None, store, record: dict) -> list[Section]:
+    """The pipeline's sections of the test comparison's report (see the module
+    docstring); ``validation_report`` is linked relative to the test report's folder."""
+    link = ""
+    if validation_report is not None:
+        relative = Path("..") / Path(validation_report).parent.name / Path(
+            validation_report).name
+        link = f" ([their comparison]({relative.as_posix()}))"
+    sections = [Section("How the settings were chosen", (
+        "Every setting of this run (the preset's, and what was tried before it: "
+        f"docs/EXPERIMENTS.md) was chosen on the validation subjects{link}; the test "
+        "subjects above were scored once, after the choice."))]
     if record.get("restarts"):
-        text += "\n## Restarts\n\n" + restarts_markdown(record["restarts"])
-    if record["warnings"]:
-        text += "\n## Warnings\n\n" + "\n".join(f"- **{w}**" for w in record["warnings"]) + "\n"
-    text += ("\n## The data\n\n" + store_report(store)
-             + "\n## How long each step took (this run)\n\n" + timings_markdown(record["steps"])
-             + "\n\n" + machine_markdown(record["machine"])
-             + "\n\n" f"Settings: `{json.dumps(record['settings'])}`\n")
-    report.write_text(text)
+        sections.append(Section("Restarts", restarts_markdown(record["restarts"])))
+    if record.get("warnings"):
+        sections.append(Section("Warnings",
+                                "\n".join(f"- **{w}**" for w in record["warnings"])))
+    sections += [Section("The data", store_report(store)),
+                 Section("How long each step took (this run)",
+                         timings_markdown(record["steps"]) + "\n\n"
+                         + machine_markdown(record["machine"])
+                         + f"\n\nSettings: `{json.dumps(record['settings'])}`")]
+    return sections

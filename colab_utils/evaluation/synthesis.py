@@ -22,21 +22,24 @@ voxels outside it are zero.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from ..data.axial import from_slice, to_slice
-from ..data.context import plane_rows, stack
+from ..data.intensity import clip_range, from_unit, to_unit
 from ..data.nifti import load_volume, save_volume
 from ..data.slices import block_mean
+from ..log import get_logger
 
-Translate = Callable[[np.ndarray, np.ndarray], np.ndarray]
+logger = get_logger(__name__)
 
 
-def _resize(images: np.ndarray, size: int) -> np.ndarray:
-    """Square (N, S, S) images to (N, size, size): block means down, bilinear up."""
+def resize(images: np.ndarray, size: int) -> np.ndarray:
+    """Square (N, S, S) images to (N, size, size) with pixel centres kept in place: block
+    means down (as the slice store's images are shrunk for a smaller model), linear
+    interpolation on the same pixel grid up (``grid_mode``: a pixel is a square, so
+    nothing is magnified)."""
     current = images.shape[1]
     if size == current:
         return images
@@ -44,36 +47,32 @@ def _resize(images: np.ndarray, size: int) -> np.ndarray:
         return block_mean(images, size)
     from scipy.ndimage import zoom
 
-    return zoom(images, (1, size / current, size / current), order=1).astype(np.float32)
+    return zoom(images, (1, size / current, size / current), order=1, grid_mode=True,
+                mode="grid-constant").astype(np.float32)
 
 
-def translate_volume(translate: Translate, volume: np.ndarray, mask: np.ndarray, *,
-                     image_size: int, slice_size: int = 256, batch_size: int = 16,
-                     context: int = 0) -> np.ndarray:
+def translate_volume(method, direction: str, volume: np.ndarray, mask: np.ndarray, *,
+                     slice_size: int = 256, batch_size: int = 16) -> np.ndarray:
     """Translate every axial plane of a template-space volume that holds brain.
 
     ``volume`` is on the [0, 1] scale (zero outside ``mask``); each plane with brain
-    becomes a ``slice_size`` image (as in the slice store), is averaged down to
-    ``image_size``, translated (with ``context`` planes below and above as channels
-    for a 2.5-D method, repeated at the brain's ends), and brought back up and into
-    the plane. Returns the synthetic volume on the [0, 1] scale, zero outside ``mask``.
+    becomes a ``slice_size`` image (as in the slice store), is averaged down to the
+    method's image size, translated by ``method``
+    (:meth:`colab_utils.evaluation.inference.Method.translate_planes`, which gives a
+    2.5-D method its neighbouring planes), and brought back up and into the plane.
+    Returns the synthetic volume on the [0, 1] scale, zero outside ``mask``.
     """
     zs = [k for k in range(mask.shape[2]) if mask[:, :, k].any()]
     out = np.zeros(mask.shape, np.float32)
     if not zs:
         return out
+    image_size = method.image_size or slice_size
     planes = np.stack([to_slice(volume[:, :, k], slice_size) for k in zs])
     masks = np.stack([to_slice(mask[:, :, k].astype(np.float32), slice_size) for k in zs])
-    small = _resize(planes, image_size)[..., None]
-    small_masks = _resize(masks, image_size)[..., None] > 0.5
-    if context:
-        small = stack(small, plane_rows(len(zs), context))
-    outputs = []
-    for start in range(0, len(zs), batch_size):
-        outputs.append(np.asarray(translate(small[start:start + batch_size],
-                                            small_masks[start:start + batch_size]),
-                                  np.float32)[..., 0])
-    synthetic = _resize(np.clip(np.concatenate(outputs), 0, 1), slice_size)
+    small = resize(planes, image_size)[..., None]
+    small_masks = resize(masks, image_size)[..., None] > 0.5
+    synthetic = method.translate_planes(small, small_masks, direction, batch_size)[..., 0]
+    synthetic = resize(np.clip(synthetic, 0, 1), slice_size)
     for k, image in zip(zs, synthetic):
         out[:, :, k] = from_slice(image, mask.shape[:2])
     return np.where(mask, out, 0.0).astype(np.float32)
@@ -110,26 +109,21 @@ def _original_layout(data_ras: np.ndarray, input_path: Path):
     return data, image.affine
 
 
-def synthesize_volume(translate: Translate, input_path, output_path, *, direction: str,
-                      image_size: int, slice_size: int = 256, clip_low: float = 0.5,
-                      clip_high: float = 99.5, batch_size: int = 16, context: int = 0,
-                      log=print) -> dict:
+def synthesize_volume(method, input_path, output_path, *, direction: str,
+                      slice_size: int = 256, clip_low: float = 0.5, clip_high: float = 99.5,
+                      batch_size: int = 16) -> dict:
     """Translate a whole NIfTI volume and write the result in the input's space.
 
     Args:
-        translate: ``(images, masks) -> images`` on (N, H, W, 1) float32 in [0, 1]
-            (a :class:`colab_utils.evaluation.inference.Method` translator).
+        method: A :class:`colab_utils.evaluation.inference.Method` that translates
+            ``direction``.
         input_path: The input volume (a T1 for ``t1_to_t2``, a T2 for ``t2_to_t1``).
         output_path: Where to write the synthetic volume (``.nii`` or ``.nii.gz``).
         direction: ``"t1_to_t2"`` or ``"t2_to_t1"`` (recorded in the header).
-        image_size: The model's input size; slices are averaged down to it and
-            the result is interpolated back up to ``slice_size``.
-        slice_size: The slice size of the training store (slices are padded to it).
+        slice_size: The slice size of the training store (slices are padded to it,
+            averaged down to the method's image size, and the result brought back up).
         clip_low, clip_high: The intensity percentiles used in preprocessing.
-        batch_size: Slices per call of ``translate``.
-        context: The method's 2.5-D context (``translate`` takes each slice with this
-            many neighbours below and above as channels).
-        log: Progress messages (``print``; ``None`` for silence).
+        batch_size: Slices per call of the method.
 
     Returns:
         ``{"output", "n_slices", "shape", "load_s", "register_s", "translate_s",
@@ -144,6 +138,7 @@ def synthesize_volume(translate: Translate, input_path, output_path, *, directio
     from ..data.template import mni_template
 
     input_path, output_path = Path(input_path), Path(output_path)
+    image_size = method.image_size or slice_size
     if not 0 < image_size <= slice_size:
         raise ValueError(f"image_size: expected 1..slice_size ({slice_size}), got {image_size}")
     timings = {}
@@ -173,21 +168,17 @@ def synthesize_volume(translate: Translate, input_path, output_path, *, directio
     mask, _ = subject_brain_mask(**{source: in_template})
     lap("register")
 
-    inside = in_template[mask]
-    lo, hi = np.percentile(inside, [clip_low, clip_high])
-    if not hi > lo:
-        raise ValueError(f"{input_path}: expected varying intensities inside the brain after "
-                         f"registration, got a constant {lo:.4g} (is it a brain MRI?)")
-    normalised = np.clip((in_template - lo) / (hi - lo), 0, 1).astype(np.float32)
-    normalised[~mask] = 0.0
-    out_template = translate_volume(translate, normalised, mask, image_size=image_size,
-                                    slice_size=slice_size, batch_size=batch_size,
-                                    context=context)
+    try:
+        lo, hi = clip_range(in_template, mask, clip_low, clip_high)
+    except ValueError as err:
+        raise ValueError(f"{input_path}: {err} after registration (is it a brain MRI?)"
+                         ) from err
+    out_template = translate_volume(method, direction, to_unit(in_template, lo, hi, mask),
+                                    mask, slice_size=slice_size, batch_size=batch_size)
     zs = [k for k in range(mask.shape[2]) if mask[:, :, k].any()]
     lap("translate")
 
-    out_template = np.where(mask, lo + out_template * (hi - lo), 0.0).astype(np.float32)
-    out_ras = to_grid(out_template, mask, template_affine, moving,
+    out_ras = to_grid(from_unit(out_template, lo, hi, mask), mask, template_affine, moving,
                       registration.transform.GetInverse())
     data, file_affine = _original_layout(out_ras, input_path)
     lap("resample")
@@ -195,8 +186,7 @@ def synthesize_volume(translate: Translate, input_path, output_path, *, directio
                 description=f"colab_utils synthetic {direction.replace('_to_', '->')}")
     lap("save")
     timings["total_s"] = round(time.perf_counter() - started, 3)
-    if log:
-        log(f"[colab_utils] {input_path.name}: {len(zs)} axial slices translated "
-            f"({direction}) in {timings['total_s']:.1f} s -> {output_path}")
+    logger.info("%s: %d axial slices translated (%s) in %.1f s -> %s", input_path.name,
+                len(zs), direction, timings["total_s"], output_path)
     return {"output": str(output_path), "n_slices": len(zs), "shape": list(data.shape),
             **timings}

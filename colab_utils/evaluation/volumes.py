@@ -15,8 +15,13 @@ store's full resolution (the 1 mm template grid), stacked into a volume, and
   brain mask pulled back to that grid.
 
 The reference volumes of a subject (its registered, normalised T1, T2 and
-mask, and what the native scoring needs) are computed once from the files the
-store recorded and cached as ``STORE/volumes/SUBJECT.npz``.
+mask, and what the native scoring needs) are made from the scans and the
+transforms the store recorded when it registered them (scans of stores made
+before transforms were recorded are registered again, single-threaded, so the
+result does not depend on scheduling), and cached in the store
+(:meth:`colab_utils.data.store.SliceStore.volume_file`). They are stored as
+float16 and used as such, whether just computed or read from the cache: every
+method of a pipeline is scored against the same reference.
 """
 
 from __future__ import annotations
@@ -29,11 +34,16 @@ from pathlib import Path
 import numpy as np
 
 from ..config import DIRECTIONS
-from ..fileio import atomic_write_bytes
+from ..data.store import SliceStore
+from ..fileio import atomic_write_bytes, write_csv
+from ..log import get_logger, progress
 from ..metrics import METRICS, flicker, plane_metrics
+from .tables import LABELS
+
+logger = get_logger(__name__)
 
 PLANES = (("axial", 2), ("coronal", 1), ("sagittal", 0))
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 # Voxels kept around the brain's bounding box when scoring: more than the SSIM
 # window's radius, so the crop changes no value.
 _MARGIN = 8
@@ -82,43 +92,40 @@ class SubjectVolumes:
         return self.t1 if contrast == "t1" else self.t2
 
 
-def flatten_affine(transform) -> np.ndarray:
-    """A (3, 4) matrix ``[A | t]`` with ``transform(p) = A p + t``, for any affine ITK
-    transform (composites included), fitted through four points."""
-    points = np.array([[0, 0, 0], [100, 0, 0], [0, 100, 0], [0, 0, 100]], np.float64)
-    moved = np.array([transform.TransformPoint(tuple(p)) for p in points])
-    linear = (moved[1:] - moved[0]).T / 100.0
-    return np.concatenate([linear, moved[0][:, None]], axis=1)
-
-
 def _geometry(image) -> dict:
     return {"size": list(image.GetSize()), "spacing": list(image.GetSpacing()),
             "origin": list(image.GetOrigin()), "direction": list(image.GetDirection())}
 
 
-def build_reference(t1_path, t2_path, *, clip_low: float, clip_high: float,
-                    subject: str = "") -> SubjectVolumes:
-    """Register and normalise a subject as preprocessing does, keeping what native
-    scoring needs (see the module's docstring)."""
+def _as_stored(volume: np.ndarray) -> np.ndarray:
+    """A [0, 1] volume as the cache stores it (float16), back in float32."""
+    return volume.astype(np.float16).astype(np.float32)
+
+
+def build_reference(t1_path, t2_path, *, clip_low: float, clip_high: float, subject: str = "",
+                    transforms: dict | None = None) -> SubjectVolumes:
+    """Bring a subject into template space and normalise it as preprocessing did (with
+    its recorded ``transforms``, or registering it again), keeping what native scoring
+    needs (see the module's docstring)."""
     from ..data import registration as reg
-    from ..data.preprocess import clip_range, register_into_template
+    from ..data.intensity import clip_range, to_unit
+    from ..data.preprocess import register_into_template
     from ..data.template import mni_template
 
-    t1, t2, mask, pair = register_into_template(t1_path, t2_path)
+    t1, t2, mask, pair = register_into_template(t1_path, t2_path, transforms)
     _, _, affine = mni_template()
     ranges = {"t1": clip_range(t1, mask, clip_low, clip_high),
               "t2": clip_range(t2, mask, clip_low, clip_high)}
 
     def scaled(volume, contrast, inside):
-        lo, hi = ranges[contrast]
-        out = np.clip((volume - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
-        return np.where(inside, out, 0.0).astype(np.float32)
+        return _as_stored(to_unit(volume, *ranges[contrast], inside))
 
     template_mask = reg.to_sitk(mask.astype(np.float32), affine)
     template_to = {"t1": pair.t1_to_template.transform, "t2": pair.template_to_t2}
     images = {"t1": pair.t1_image, "t2": pair.t2_image}
     # Source point -> target point, for the real target on the source's grid.
-    source_to_target = {"t1": pair.t2_to_t1.transform, "t2": pair.t2_to_t1.transform.GetInverse()}
+    source_to_target = {"t1": pair.t2_to_t1.transform,
+                        "t2": pair.t2_to_t1.transform.GetInverse()}
     native = {}
     for direction in DIRECTIONS:
         source, target = direction.split("_to_")
@@ -127,14 +134,11 @@ def build_reference(t1_path, t2_path, *, clip_low: float, clip_high: float,
         inside = inside > 0.5
         real, _ = reg.from_sitk(reg.resample(images[target], images[source],
                                              source_to_target[source]))
-        native[direction] = NativeGrid(_geometry(images[source]), flatten_affine(to_template),
+        native[direction] = NativeGrid(_geometry(images[source]),
+                                       reg.flatten_affine(to_template),
                                        scaled(real, target, inside), inside)
     return SubjectVolumes(subject, scaled(t1, "t1", mask), scaled(t2, "t2", mask), mask,
                           native)
-
-
-def _cache_path(store, subject: str) -> Path:
-    return Path(store) / "volumes" / f"{subject}.npz"
 
 
 def _save(path: Path, volumes: SubjectVolumes, record: dict) -> None:
@@ -153,12 +157,10 @@ def _save(path: Path, volumes: SubjectVolumes, record: dict) -> None:
 
 def _load(path: Path, subject: str, record: dict) -> SubjectVolumes | None:
     """The cached volumes, or ``None`` when missing or made from other files/settings."""
-    if not path.is_file():
+    if not _is_cached(path, record):
         return None
     try:
         with np.load(path) as data:
-            if json.loads(str(data["record"])) != record:
-                return None
             native = {d: NativeGrid(json.loads(str(data[f"{d}_geometry"])),
                                     data[f"{d}_to_template"],
                                     data[f"{d}_target"].astype(np.float32), data[f"{d}_mask"])
@@ -169,29 +171,13 @@ def _load(path: Path, subject: str, record: dict) -> SubjectVolumes | None:
         return None  # unreadable (an interrupted write is never committed): rebuild
 
 
-def store_subject_files(store, subject: str) -> tuple[Path, Path]:
-    """The T1 and T2 files a store made a subject from (its per-subject record)."""
-    path = Path(store) / "subjects" / f"{subject}.npz"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: subject {subject!r} is not in the slice store "
-                                f"{store}")
-    with np.load(path) as data:
-        record = json.loads(str(data["record"]))
-    files = Path(record["t1"]), Path(record["t2"])
-    for file in files:
-        if not file.is_file():
-            raise FileNotFoundError(
-                f"{file}: volume evaluation of {subject} needs the scan the store was made "
-                f"from (recorded in {path}); it is no longer there. Put it back or "
-                "preprocess again from where the scans are now")
-    return files
-
-
-def _cache_record(store, subject: str, clip_low: float, clip_high: float) -> dict:
+def _cache_record(store: SliceStore, subject: str) -> dict:
     """What a subject's cached volumes must have been made from to be used."""
-    t1_path, t2_path = store_subject_files(store, subject)
+    t1_path, t2_path = store.subject_scans(subject)
+    settings = store.settings()
     return {"version": CACHE_VERSION, "t1": str(t1_path), "t2": str(t2_path),
-            "clip_low": clip_low, "clip_high": clip_high}
+            "clip_low": settings["clip_low"], "clip_high": settings["clip_high"],
+            "transforms": (store.subject_record(subject) or {}).get("transforms")}
 
 
 def _is_cached(path: Path, record: dict) -> bool:
@@ -203,44 +189,63 @@ def _is_cached(path: Path, record: dict) -> bool:
         return False
 
 
-def subject_volumes(store, subject: str, *, clip_low: float, clip_high: float
-                    ) -> SubjectVolumes:
-    """A subject's reference volumes, from the cache or computed (and cached)."""
-    record = _cache_record(store, subject, clip_low, clip_high)
-    t1_path, t2_path = record["t1"], record["t2"]
-    path = _cache_path(store, subject)
+def subject_volumes(store, subject: str) -> SubjectVolumes:
+    """A subject's reference volumes, from the store's cache or computed (and cached).
+
+    Raises:
+        FileNotFoundError: The subject is not in the store, or its scans are gone.
+        ValueError: The store records no settings (not made by ``preprocess``).
+    """
+    store = SliceStore(store)
+    if not store.settings():
+        raise ValueError(f"{store.path}: volume evaluation needs a slice store made by "
+                         "`preprocess` (its settings and the scans it records)")
+    record = _cache_record(store, subject)
+    path = store.volume_file(subject)
     volumes = _load(path, subject, record)
     if volumes is None:
-        volumes = build_reference(t1_path, t2_path, clip_low=clip_low, clip_high=clip_high,
-                                  subject=subject)
+        with _single_itk_thread():
+            volumes = build_reference(record["t1"], record["t2"], clip_low=record["clip_low"],
+                                      clip_high=record["clip_high"], subject=subject,
+                                      transforms=record["transforms"])
         _save(path, volumes, record)
     return volumes
 
 
-def prepare_subjects(store, subjects, *, clip_low: float, clip_high: float,
-                     workers: int = 2) -> None:
+class _single_itk_thread:
+    """SimpleITK on one thread inside the block (a registration's result then does not
+    depend on scheduling), as preprocessing's workers run."""
+
+    def __enter__(self):
+        import SimpleITK as sitk
+
+        self.before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+
+    def __exit__(self, *exc):
+        import SimpleITK as sitk
+
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(self.before)
+
+
+def prepare_subjects(store, subjects, *, workers: int = 2) -> None:
     """Compute and cache the reference volumes of ``subjects`` that are not cached yet,
-    ``workers`` subjects at a time in separate processes (one ITK thread each, as in
-    preprocessing)."""
+    ``workers`` subjects at a time in separate processes."""
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
-    from ..data.preprocess import _init_worker
+    from ..data.preprocess import init_worker
 
-    missing = [s for s in subjects if not _is_cached(
-        _cache_path(store, s), _cache_record(store, s, clip_low, clip_high))]
+    store = SliceStore(store)
+    missing = [s for s in subjects
+               if not _is_cached(store.volume_file(s), _cache_record(store, s))]
     if len(missing) < 2 or workers < 2:
         return  # computed one by one where they are needed
     with ProcessPoolExecutor(max_workers=min(workers, len(missing)),
-                             mp_context=get_context("spawn"), initializer=_init_worker,
+                             mp_context=get_context("spawn"), initializer=init_worker,
                              initargs=(1,)) as pool:
-        for future in [pool.submit(_cache_subject, str(store), s, clip_low, clip_high)
-                       for s in missing]:
+        for future in [pool.submit(subject_volumes, str(store.path), s) for s in missing]:
             future.result()
-
-
-def _cache_subject(store: str, subject: str, clip_low: float, clip_high: float) -> None:
-    subject_volumes(store, subject, clip_low=clip_low, clip_high=clip_high)
 
 
 def _crop(mask: np.ndarray) -> tuple[slice, ...]:
@@ -293,10 +298,8 @@ def score_subject(method, volumes: SubjectVolumes, direction: str, *, slice_size
     from .synthesis import translate_volume
 
     source, target = direction.split("_to_")
-    synthetic = translate_volume(
-        lambda images, masks: method.translate(images, masks, direction=direction),
-        volumes.volume(source), volumes.mask, image_size=method.image_size or slice_size,
-        slice_size=slice_size, batch_size=batch_size, context=method.context)
+    synthetic = translate_volume(method, direction, volumes.volume(source), volumes.mask,
+                                 slice_size=slice_size, batch_size=batch_size)
     row = {"direction": direction, "subject": volumes.subject,
            **score_volume(volumes.volume(target), synthetic, volumes.mask,
                           plane_step=plane_step)}
@@ -308,3 +311,50 @@ def score_subject(method, volumes: SubjectVolumes, direction: str, *, slice_size
 
 VOLUME_COLUMNS = tuple(f"{plane}_{metric}" for plane, _ in PLANES for metric in METRICS) + (
     "flicker", "flicker_ratio") + tuple(f"native_{metric}" for metric in METRICS)
+
+
+def evaluate_volumes(method, store, subjects: list[str], directory, *,
+                     plane_step: int = 1) -> list[dict]:
+    """Translate and score each subject's whole volume in both directions
+    (:func:`score_subject`); writes ``volumes.csv`` and ``volumes.md`` to ``directory``
+    and returns the rows."""
+    store = SliceStore(store)
+    settings = store.settings()
+    if not settings:
+        raise ValueError(f"{store.path}: volume evaluation needs a slice store made by "
+                         "`preprocess` (its settings and the scans it records)")
+    prepare_subjects(store, subjects, workers=settings.get("workers", 2))
+    rows = []
+    for subject in progress(subjects, desc=f"{method.name} volumes", unit="subject"):
+        volumes = subject_volumes(store, subject)
+        for direction in method.translators:
+            row, _ = score_subject(method, volumes, direction,
+                                   slice_size=settings["slice_size"], plane_step=plane_step)
+            rows.append(row)
+    directory = Path(directory)
+    write_csv(directory / "volumes.csv", rows)
+    atomic_write_bytes(directory / "volumes.md",
+                       volumes_markdown(rows, method.name, len(subjects)).encode())
+    logger.info("%s: whole volumes of %d subjects scored; %s", method.name, len(subjects),
+                directory / "volumes.csv")
+    return rows
+
+
+def volumes_markdown(rows: list[dict], name: str, n_subjects: int) -> str:
+    """One method's whole-volume scores per direction and plane orientation."""
+    lines = [f"# {name}: whole volumes ({n_subjects} subjects)", "",
+             "Mean over subjects of each subject's mean over planes inside the brain mask; "
+             "native: on the source scan's own grid. Flicker: the error of the change from "
+             "one axial plane to the next (ratio: over the real change; 0 is perfect).", ""]
+    for direction in DIRECTIONS:
+        mine = [r for r in rows if r["direction"] == direction]
+        if not mine:
+            continue
+        lines += [f"## {LABELS[direction]}", "", "| planes | " + " | ".join(
+            m.upper() for m in METRICS) + " |", "|---|" + "---|" * len(METRICS)]
+        for plane in ("axial", "coronal", "sagittal", "native"):
+            lines.append(f"| {plane} | " + " | ".join(
+                f"{np.mean([r[f'{plane}_{m}'] for r in mine]):.4g}" for m in METRICS) + " |")
+        lines += ["", f"Flicker {np.mean([r['flicker'] for r in mine]):.4g}, ratio "
+                      f"{np.mean([r['flicker_ratio'] for r in mine]):.3g}.", ""]
+    return "\n".join(lines) + "\n"

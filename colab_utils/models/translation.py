@@ -12,9 +12,30 @@ Subclasses supply their losses and steps: :class:`colab_utils.models.cyclegan.Cy
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 
+from ..data.slices import from_network, to_network
 from ..runtime.precision import apply_gradients
+
+
+def generate(generator, images: np.ndarray, batch_size: int = 8) -> np.ndarray:
+    """Run a Keras generator (working in [-1, 1]) on [0, 1] images (N, H, W, C), in
+    batches; returns [0, 1] float32 (N, H, W, C_out)."""
+    x = to_network(np.asarray(images, np.float32))
+    strategy = getattr(generator, "distribute_strategy", None)
+    if strategy is not None and strategy.num_replicas_in_sync > 1:
+        # A model built under several replicas: predict() would split these few images
+        # over the replicas (and fail on an empty share); call it on one device instead.
+        def run(chunk):
+            return generator(chunk, training=False)
+    else:
+        # predict_on_batch reuses the compiled predict function without predict()'s
+        # data adapter and callbacks, which cost more than a grid's few slices.
+        run = generator.predict_on_batch
+    out = np.concatenate([np.asarray(run(x[i:i + batch_size]), np.float32)
+                          for i in range(0, len(x), batch_size)])
+    return np.clip(from_network(out), 0.0, 1.0)
 
 
 class TranslationModel(keras.Model):

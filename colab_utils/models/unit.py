@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from ..config import UNIT_PAPER_WEIGHTS
 from . import losses
 from .networks import chain
 from .translation import TranslationModel
@@ -21,9 +22,6 @@ LOSS_KEYS = (
     "kl_cycle_t1", "kl_cycle_t2", "cycle_t1", "cycle_t2",
     "supervised_t1_to_t2", "supervised_t2_to_t1", "disc_t1", "disc_t2",
 )
-# The paper's loss weights λ0..λ4: GAN, VAE KL, VAE reconstruction, cycle KL, cycle
-# reconstruction.
-PAPER_WEIGHTS = (10.0, 0.1, 100.0, 0.1, 100.0)
 PARTS = ("enc_t1", "enc_t2", "enc_shared", "dec_shared", "dec_t1", "dec_t2")
 
 
@@ -48,7 +46,7 @@ class UNIT(TranslationModel):
     Args:
         networks: :func:`colab_utils.models.unit_networks` (the six parts).
         disc_t1, disc_t2: Discriminators for real vs. synthetic T1 and T2.
-        weights: λ0..λ4 (:data:`PAPER_WEIGHTS`).
+        weights: λ0..λ4 (:data:`~colab_utils.config.UNIT_PAPER_WEIGHTS`).
         lambda_supervised: Weight of the paired L1 (0 for plain UNIT).
         gan_mode: ``"bce"`` (the paper) or ``"lsgan"``.
         image_size, channels: The translators' input shape.
@@ -56,7 +54,7 @@ class UNIT(TranslationModel):
             a resumed run draws what an uninterrupted one would).
     """
 
-    def __init__(self, networks: dict, disc_t1, disc_t2, *, weights=PAPER_WEIGHTS,
+    def __init__(self, networks: dict, disc_t1, disc_t2, *, weights=UNIT_PAPER_WEIGHTS,
                  lambda_supervised=0.0, gan_mode="bce", image_size=None, channels=1, seed=0,
                  **kwargs):
         missing = sorted(set(PARTS) - set(networks))

@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import viz
 from ..fileio import atomic_write_bytes
+from ..models.translation import generate
 
 
 def in_notebook() -> bool:
@@ -25,13 +26,6 @@ def in_notebook() -> bool:
         return False
     ip = shell.get_ipython()
     return ip is not None and "IPKernelApp" in getattr(ip, "config", {})
-
-
-def save_figure(fig, path: Path) -> None:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, buffer.getvalue())
 
 
 class ImageGridCallback(keras.callbacks.Callback):
@@ -54,11 +48,12 @@ class ImageGridCallback(keras.callbacks.Callback):
         self.last_path: Path | None = None
 
     def on_epoch_end(self, epoch, logs=None):
-        fig = viz.translation_grid(self.model.gen_t1_to_t2, self.model.gen_t2_to_t1,
-                                   self.t1, self.t2, paired=self.paired,
+        images = viz.cycle_images(lambda x: generate(self.model.gen_t1_to_t2, x),
+                                  lambda x: generate(self.model.gen_t2_to_t1, x),
+                                  self.t1, self.t2)
+        fig = viz.translation_grid(images, paired=self.paired,
                                    title=f"epoch {epoch + 1}{viz.health_caption(logs or {})}")
-        self.last_path = self.directory / f"epoch_{epoch + 1:03d}.png"
-        save_figure(fig, self.last_path)
+        self.last_path = viz.save_figure(fig, self.directory / f"epoch_{epoch + 1:03d}.png")
         if self.show_inline:
             from IPython.display import Image, display
 
@@ -112,7 +107,7 @@ class HistoryCallback(keras.callbacks.Callback):
 
     def _draw(self):
         if self.png_path:
-            save_figure(viz.loss_curves(self._rows), self.png_path)
+            viz.save_figure(viz.loss_curves(self._rows), self.png_path)
         self._drawn_at, self._stale = time.perf_counter(), False
 
 

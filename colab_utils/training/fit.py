@@ -17,10 +17,7 @@ other subjects (a store whose split changed) is refused.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import keras
@@ -28,19 +25,23 @@ import numpy as np
 import tensorflow as tf
 
 from .. import viz
-from ..config import RESUMABLE_CHANGES, TrainConfig
+from ..config import TrainConfig
 from ..data.batches import eval_batches, steps_per_epoch, training_dataset
 from ..data.context import with_context
-from ..data.slices import SliceSet, fit_to_size, load_split
-from ..evaluation.inference import export_generators
+from ..data.slices import SliceSet, fit_to_size
+from ..data.store import SliceStore, load_split
+from ..log import get_logger
 from ..models.factory import build_model
 from ..models.simple import SimpleBaseline
 from ..runtime.distribute import check_global_batch, describe, resolve_strategy
 from ..runtime.precision import resolve_policy
 from . import callbacks as cb
+from .attempts import Attempts
 from .checkpoints import CheckpointManager, collect_state, restore_state
 from .health import CollapseCheck, TrainingCollapsed, TrainingFailed, usable
-from .rundir import RunDir, read_record, write_record
+from .rundir import RunDir, write_record
+
+logger = get_logger(__name__)
 
 # Images per validation batch (at least; see train()).
 VAL_BATCH = 16
@@ -58,49 +59,22 @@ class TrainResult:
     exported: dict
 
 
-def _prepare_run_dir(run: RunDir, config: TrainConfig) -> None:
-    run.path.mkdir(parents=True, exist_ok=True)
-    if run.config_file.is_file():
-        saved = run.config()
-        if saved.lr != config.lr:
-            print(f"[colab_utils] {run.path}: learning rate {saved.lr:g} -> {config.lr:g} "
-                  "from the newest checkpoint on")
-        changed = {k: v for k, v in saved.differences(config).items()
-                   if k not in RESUMABLE_CHANGES}
-        if changed:
-            details = ", ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in
-                                ((k, *v) for k, v in sorted(changed.items())))
-            raise ValueError(
-                f"{run.config_file}: this run directory holds a run with other settings "
-                f"({details}); resume with the same settings or choose a new run directory")
-    config.save(run.config_file)
-
-
 def _subjects(slices: SliceSet | None) -> list[str] | None:
     if slices is None or slices.t1_subjects is None:
         return None
     return sorted(set(slices.t1_subjects) | set(slices.t2_subjects))
 
 
-def _record_data(run: RunDir, data, train_data: SliceSet, val_data: SliceSet | None) -> None:
-    """Write ``data.json`` (the store, its preprocessing, the subjects of each split);
-    refuse a run directory that trained on other subjects."""
-    subjects = {"train": _subjects(train_data), "val": _subjects(val_data)}
-    recorded = run.data_record()
-    before = recorded.get("subjects") or {}
-    for split, names in subjects.items():
-        if before.get(split) is not None and names is not None and before[split] != names:
-            raise ValueError(
-                f"{run.data_file}: this run trained with other {split} subjects "
-                f"({len(before[split])} then, {len(names)} now; the store's split changed); "
-                "train into a new run directory")
+def _data_record(data, train_data: SliceSet, val_data: SliceSet | None) -> dict:
+    """What ``data.json`` records: the data, and for a slice store its settings and
+    content version; the subjects of each split."""
     record = {"data": str(Path(data).resolve()) if data is not None else None,
-              "subjects": subjects}
-    if data is not None and (Path(data) / "preprocess.json").is_file():
-        meta = json.loads((Path(data) / "preprocess.json").read_text())
-        record["preprocess"] = meta.get("config", {})
-        record["store_version"] = meta.get("version", 1)
-    write_record(run.data_file, record)
+              "subjects": {"train": _subjects(train_data), "val": _subjects(val_data)}}
+    if data is not None and SliceStore.holds_store(data):
+        store = SliceStore(data)
+        record.update(preprocess=store.settings(), store_version=store.record().get("version"),
+                      content_version=store.version)
+    return record
 
 
 def _fixed_slices(slices: SliceSet, count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -114,32 +88,17 @@ def _configure_reproducibility(config: TrainConfig, seed: int) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def _sized_split(data, split: str, channels: int, size: int) -> SliceSet | None:
-    """A split at ``size`` (``None``: the store has none), read once per process for a
-    store that has not changed since: the pipeline trains every method on it."""
-    folder = Path(data)
-    # Anything rewritten at the top of the folder (a store's index.csv, a train.npz)
-    # makes it a new read.
-    stamp = max((p.stat().st_mtime_ns for p in folder.iterdir()), default=None) \
-        if folder.is_dir() else None
-    return _read_sized(str(folder.resolve()), split, channels, size, stamp)
-
-
-@lru_cache(maxsize=2)
-def _read_sized(data: str, split: str, channels: int, size: int, stamp) -> SliceSet | None:
-    slices = load_split(data, split, channels=channels, required=split == "train")
-    return fit_to_size(slices, size) if slices is not None else None
-
-
 def _load_data(config: TrainConfig, data, train_data, val_data):
     """The training and validation splits at the configured image size (validation
     ``None`` when there is none)."""
     if train_data is None:
         if data is None:
             raise ValueError("pass a data directory (data=...) or train_data")
-        train_data = _sized_split(data, "train", config.channels, config.image_size)
+        train_data = load_split(data, "train", channels=config.channels,
+                                size=config.image_size)
         if val_data is None:
-            val_data = _sized_split(data, "val", config.channels, config.image_size)
+            val_data = load_split(data, "val", channels=config.channels, required=False,
+                                  size=config.image_size)
     train_data = fit_to_size(train_data, config.image_size)
     val_data = fit_to_size(val_data, config.image_size) if val_data is not None else None
     if config.paired and not train_data.paired:
@@ -187,8 +146,8 @@ def train(config: TrainConfig, run_dir, data=None, *, train_data: SliceSet | Non
     config = config.validated()
     run = RunDir(run_dir)
     train_data, val_data = _load_data(config, data, train_data, val_data)
-    _prepare_run_dir(run, config)
-    _record_data(run, data, train_data, val_data)
+    run.prepare(config)
+    run.record_data(_data_record(data, train_data, val_data))
     check = None
     if config.checks_collapse and config.validate:
         if usable(val_data):
@@ -196,8 +155,8 @@ def train(config: TrainConfig, run_dir, data=None, *, train_data: SliceSet | Non
                                   epochs=validation_epochs(config),
                                   context=config.context_slices)
         else:
-            print(f"[colab_utils] {run.path}: no paired validation slices with brain masks; "
-                  "training without the collapse check")
+            logger.warning("%s: no paired validation slices with brain masks; training "
+                           "without the collapse check", run.path)
     val_data = val_data if val_data is not None else train_data
     if config.model == "simple":
         return _fit_simple(config, run, train_data, val_data)
@@ -239,11 +198,11 @@ def _train_attempt(config: TrainConfig, run: RunDir, train_data: SliceSet,
     manager = CheckpointManager(run.checkpoints, keep=config.keep_checkpoints)
     resumed_from = _restore(model, manager, spe, attempts)
     step = int(model.global_step.numpy())
-    print(f"[colab_utils] {config.model} run {run.path}: policy {policy}, "
-          f"{describe(strategy)}, {spe} steps/epoch, "
-          + (f"attempt {attempts.current + 1} (seed {seed}), " if attempts.current else "")
-          + (f"resuming at step {step}" if resumed_from is not None else "starting fresh")
-          + f" of {total_steps}")
+    logger.info("%s run %s: policy %s, %s, %d steps/epoch, %s%s of %d", config.model,
+                run.path, policy, describe(strategy), spe,
+                f"attempt {attempts.current + 1} (seed {seed}), " if attempts.current else "",
+                f"resuming at step {step}" if resumed_from is not None else "starting fresh",
+                total_steps)
 
     def save(at_step: int):
         meta = {"global_step": at_step, "epoch": at_step / spe, "steps_per_epoch": spe,
@@ -277,10 +236,9 @@ def _train_attempt(config: TrainConfig, run: RunDir, train_data: SliceSet,
             "checkpoint. If it happens again, check the data.") from err
     exported = {}
     if resumed_from != total_steps or not run.generator("t1_to_t2").is_file():
-        exported = export_generators(model, run)
+        exported = run.save_generators(model)
     else:
-        print(f"[colab_utils] run {run.path} was already complete at step {step}; "
-              "nothing to do")
+        logger.info("run %s was already complete at step %d; nothing to do", run.path, step)
     return _finish(run, TrainResult(run.path, step, total_steps, resumed_from, policy,
                                     exported), spe, attempts, seed)
 
@@ -348,7 +306,7 @@ def _finish(run: RunDir, result: TrainResult, spe: int, attempts: Attempts | Non
         "exported": {k: str(v) for k, v in result.exported.items()},
         "seed": seed, "attempt": attempts.current if attempts else 0,
         "restarts": attempts.restarts if attempts else []})
-    print(f"[colab_utils] outputs in {run.path} (grids/, history.csv, checkpoints/, export/)")
+    logger.info("outputs in %s (grids/, history.csv, checkpoints/, export/)", run.path)
     return result
 
 
@@ -359,12 +317,12 @@ def _fit_simple(config: TrainConfig, run: RunDir, train_data: SliceSet,
     path = baseline.save(run.simple_file)
     if config.grid_slices:
         t1, t2 = _fixed_slices(val_data, config.grid_slices)
-        fig = viz.translation_grid(baseline.translator("t1_to_t2"),
-                                   baseline.translator("t2_to_t1"), t1, t2,
-                                   paired=val_data.paired, title="Simple baseline")
-        cb.save_figure(fig, run.grid(1))
-    print(f"[colab_utils] simple run {run.path}: fitted T1 and T2 intensity histograms on "
-          f"{len(train_data)} slices")
+        images = viz.cycle_images(baseline.translator("t1_to_t2"),
+                                  baseline.translator("t2_to_t1"), t1, t2)
+        viz.save_figure(viz.translation_grid(images, paired=val_data.paired,
+                                             title="Simple baseline"), run.grid(1))
+    logger.info("simple run %s: fitted T1 and T2 intensity histograms on %d slices",
+                run.path, len(train_data))
     return _finish(run, TrainResult(run.path, 0, 0, None, "float32",
                                     {"simple_baseline": path}), 0)
 
@@ -387,64 +345,3 @@ def _restore(model, manager: CheckpointManager, spe: int, attempts: Attempts) ->
     restore_state(model.state_groups(), arrays,
                   source=str(manager.directory / f"ckpt-{step:09d}"))
     return step
-
-
-class Attempts:
-    """A run's attempts (``RUN/restarts.json``): which one is current (its seed is the
-    run's plus its number), whether it collapsed, and every collapse so far. Moving to
-    the next attempt sets the collapsed one's checkpoints, grids and history aside in
-    ``RUN/attempts/attempt-K/``."""
-
-    def __init__(self, run: RunDir):
-        self.run = run
-        self.path = run.restarts_file
-        record = read_record(self.path)
-        self.current = int(record.get("attempt", 0))
-        self.collapsed = bool(record.get("collapsed", False))
-        self.restarts: list[dict] = list(record.get("restarts", []))
-
-    def seed(self, config: TrainConfig) -> int:
-        return config.seed + self.current
-
-    def _write(self) -> None:
-        write_record(self.path, {"attempt": self.current, "collapsed": self.collapsed,
-                                 "restarts": self.restarts})
-
-    def collapse(self, config: TrainConfig, err: TrainingCollapsed) -> None:
-        """Record that the current attempt collapsed."""
-        self.restarts.append({"attempt": self.current, "seed": self.seed(config),
-                              "epoch": err.epoch, "reasons": err.reasons})
-        self.collapsed = True
-        self._write()
-        print(f"[colab_utils] {self.run.path}: attempt {self.current + 1} (seed "
-              f"{self.seed(config)}) {err}")
-
-    def next(self, config: TrainConfig) -> None:
-        """Set the collapsed attempt aside, then record the next one as current. An
-        interruption in between leaves the old attempt recorded as collapsed: the next
-        call sets aside what is left of it and goes on."""
-        self.set_aside(self.current)
-        self.current, self.collapsed = self.current + 1, False
-        self._write()
-        print(f"[colab_utils] {self.run.path}: starting again from scratch with seed "
-              f"{self.seed(config)} (restart {self.current} of at most {config.max_restarts})")
-
-    def set_aside(self, attempt: int) -> None:
-        """Move attempt ``attempt``'s outputs into ``attempts/attempt-K/`` (merging with
-        what an interrupted earlier call moved there), its export and evaluations too, so
-        that nothing of a collapsed attempt is evaluated or synthesised from."""
-        target = self.run.attempts / f"attempt-{attempt}"
-        target.mkdir(parents=True, exist_ok=True)
-        for path in (self.run.checkpoints, self.run.grids, self.run.history,
-                     self.run.loss_curves, self.run.tensorboard, self.run.export,
-                     self.run.summary_file, self.run.path / "metrics"):
-            if not path.exists():
-                continue
-            moved = target / path.name
-            if moved.is_dir() and path.is_dir():
-                for child in path.iterdir():
-                    os.replace(child, moved / child.name)
-                path.rmdir()
-            else:
-                os.replace(path, moved)
-

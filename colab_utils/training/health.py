@@ -33,7 +33,7 @@ from ..data.context import middle, with_context
 from ..data.slices import SliceSet
 from ..metrics import ssim
 from ..models.simple import SimpleBaseline
-from ..viz import translate
+from ..models.translation import generate
 
 COLLAPSE_MARGIN = 0.1
 # Validation slices the check translates (evenly spaced through the split).
@@ -79,6 +79,14 @@ def contrast_order(reference: np.ndarray, estimate: np.ndarray, masks: np.ndarra
     return float(rho) if np.isfinite(rho) else 0.0
 
 
+def generators(model) -> dict:
+    """A two-generator model's translators of [0, 1] images, by direction."""
+    def translator(generator):
+        return lambda images: generate(generator, images, batch_size=16)
+
+    return {d: translator(getattr(model, f"gen_{d}")) for d in DIRECTIONS}
+
+
 def usable(val: SliceSet | None) -> bool:
     """Whether a validation split can be checked: paired, with brain masks."""
     return val is not None and val.paired and val.mask is not None
@@ -119,13 +127,14 @@ class CollapseCheck:
             return self.slices.t1, self.slices.t2
         return self.slices.t2, self.slices.t1
 
-    def measure(self, model) -> dict:
-        """The check's figures for ``model`` (a two-generator model)."""
+    def measure(self, translators: dict) -> dict:
+        """The check's figures for ``translators``: ``{direction: function}`` of [0, 1]
+        images (each slice's neighbourhood for a 2.5-D model; the middle output channel
+        is measured). :func:`generators` makes them from a two-generator model."""
         figures = {}
         for direction in DIRECTIONS:
             _, target = self._pair(direction)
-            out = middle(translate(getattr(model, f"gen_{direction}"), self.inputs[direction],
-                                   batch_size=16))
+            out = middle(np.asarray(translators[direction](self.inputs[direction])))
             out = np.where(self.masks, out, 0.0)
             figures[f"health_ssim_{direction}"] = _mean_ssim(target, out, self.masks)
             figures[f"health_simple_{direction}"] = self.simple[direction]
@@ -159,7 +168,7 @@ class CollapseCheck:
             def on_epoch_end(self, epoch, logs=None):
                 check.last = {}
                 if epoch + 1 in check.epochs and logs is not None:
-                    check.last = check.measure(self.model)
+                    check.last = check.measure(generators(self.model))
                     logs.update(check.last)
 
         class Guard(keras.callbacks.Callback):

@@ -76,7 +76,7 @@ def test_corrupt_mirror_is_rejected(ixi_server, tmp_path):
     assert not (tmp_path / "ixi" / "t1").exists()
 
 
-def test_a_missing_t2_does_not_make_the_stream_read_the_whole_tar(tmp_path, monkeypatch):
+def test_a_missing_t2_does_not_make_the_stream_read_the_whole_tar(tmp_path, monkeypatch, messages):
     from colab_utils.data import ixi
 
     site = tmp_path / "site"
@@ -102,10 +102,9 @@ def test_a_missing_t2_does_not_make_the_stream_read_the_whole_tar(tmp_path, monk
     manifest.write_text("name,modality,urls,checksum,size_bytes,licence,access,notes\n"
                         f"ixi-t1,T1,{url}/IXI-T1.tar,,,CC BY-SA 3.0,http,\n"
                         f"ixi-t2,T2,{url}/IXI-T2.tar,,,CC BY-SA 3.0,http,\n")
-    messages = []
     try:
         pairs = fetch_ixi(tmp_path / "ixi", subjects=3, manifest=manifest, progress=False,
-                          backoff=0, log=messages.append)
+                          backoff=0)
     finally:
         server.shutdown()
     assert sorted(pairs) == [ids[0], ids[2]]

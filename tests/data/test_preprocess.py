@@ -16,8 +16,8 @@ from colab_utils.data.axial import select_slices, to_slice
 from colab_utils.data.nifti import find_pairs, load_volume
 from colab_utils.data.phantom import DESCRIPTION, write_phantom
 from colab_utils.config import DataConfig
-from colab_utils.data.preprocess import _subject_done, preprocess
-from colab_utils.data.slices import load_split
+from colab_utils.data.preprocess import preprocess
+from colab_utils.data.store import SliceStore, load_split
 from colab_utils.data.template import mni_template
 
 # The shared store's settings (tests/conftest.py): 2 train, 1 val, 1 test subjects.
@@ -105,11 +105,14 @@ def _shards(store):
     return out
 
 
-def test_rerun_skips_finished_subjects_and_gives_the_same_store(store, phantom_dir):
+def test_rerun_skips_finished_subjects_and_gives_the_same_store(store, phantom_dir, messages):
     before = _shards(store)
-    messages = []
-    preprocess(find_pairs(phantom_dir).pairs, store, CONFIG, workers=1, log=messages.append)
+    written = {p: p.stat().st_mtime_ns for p in store.glob("*/shard-*.npz")}
+    preprocess(find_pairs(phantom_dir).pairs, store, CONFIG, workers=1)
     assert "4 already done, 0 to do" in messages[0]
+    # The same content: no shard is written again (its content version is recorded).
+    assert {p: p.stat().st_mtime_ns for p in store.glob("*/shard-*.npz")} == written
+    assert any("nothing rewritten" in m for m in messages)
     after = _shards(store)
     assert before.keys() == after.keys() and len(before) == 12  # t1, t2 and masks
     for key in before:
@@ -117,12 +120,11 @@ def test_rerun_skips_finished_subjects_and_gives_the_same_store(store, phantom_d
     before_meta = (store / "preprocess.json").read_text()
     with pytest.raises(ValueError, match=r"preprocess.json: .*other settings \(\['slice_size'\]\)"):
         preprocess(find_pairs(phantom_dir).pairs, store,
-                   DataConfig(slice_size=128, val_fraction=0.25, test_fraction=0.25),
-                   log=lambda *_: None)
+                   DataConfig(slice_size=128, val_fraction=0.25, test_fraction=0.25))
     assert (store / "preprocess.json").read_text() == before_meta
 
 
-def test_unpaired_mode_and_a_broken_subject(store, phantom_dir, tmp_path):
+def test_unpaired_mode_and_a_broken_subject(store, phantom_dir, tmp_path, messages):
     # Reuse the finished subjects (a store resumes from them); add a broken one.
     other = tmp_path / "unpaired"
     shutil.copytree(store / "subjects", other / "subjects")
@@ -134,8 +136,7 @@ def test_unpaired_mode_and_a_broken_subject(store, phantom_dir, tmp_path):
     nib.save(nib.Nifti1Image(np.full((32, 32, 32), 100.0, np.float32), np.eye(4)), str(flat))
     pairs["flat"] = (flat, phantom_dir / "phantom-001-T2.nii.gz")
     config = DataConfig(unpaired=True, val_fraction=0.25, test_fraction=0.25)
-    messages = []
-    preprocess(pairs, other, config, workers=1, log=messages.append)
+    preprocess(pairs, other, config, workers=1)
     assert any("broken: skipped" in m and "broken-T1.nii.gz" in m for m in messages)
     assert any("flat: skipped" in m and "flat-T1.nii.gz: expected an image with varying "
                "intensities, got a constant volume" in m for m in messages)
@@ -171,17 +172,15 @@ def test_slice_selection_and_layout():
     assert row == (256 - 233) // 2 and col == (256 - 197) // 2  # anterior is up
 
 
-def test_changing_only_the_split_resplits_without_registering_again(store, tmp_path):
+def test_changing_only_the_split_resplits_without_registering_again(store, tmp_path, messages):
     copy = tmp_path / "copy"
     shutil.copytree(store, copy)
     pairs = {p.stem: (None, None) for p in (copy / "subjects").glob("*.npz")}  # all done
     split_file = tmp_path / "split.csv"
     split_file.write_text("subject,split\nphantom-001,test\nphantom-002,train\n"
                           "phantom-003,val\nphantom-004,train\n")
-    messages = []
     preprocess(pairs, copy, DataConfig(val_fraction=0.25, test_fraction=0.25,
-                                             split_file=str(split_file)),
-               log=messages.append)
+                                             split_file=str(split_file)))
     assert "4 already done, 0 to do" in messages[0]
     splits = json.loads((copy / "preprocess.json").read_text())["splits"]
     assert splits == {"train": ["phantom-002", "phantom-004"], "val": ["phantom-003"],
@@ -221,7 +220,7 @@ def test_phantom_in_parallel_equals_sequential(phantom_dir, tmp_path):
 
 
 def test_sigkill_midway_then_rerun_redoes_nothing_finished_and_equals_uninterrupted(
-        store, phantom_dir, tmp_path):
+        store, phantom_dir, tmp_path, messages):
     """A preprocessing run that already has 2 of 4 subjects is SIGKILLed, whole process
     group (its worker too), at a random moment after it finishes a third; the re-run
     keeps what was finished, never reads a partial file, and ends with the
@@ -249,9 +248,8 @@ def test_sigkill_midway_then_rerun_redoes_nothing_finished_and_equals_uninterrup
     finished = sorted((out / "subjects").glob("*.npz"))
     assert len(finished) == 3
     for path in finished:  # a subject file under its final name is always complete
-        assert _subject_done(out, path.stem) is not None, path
-    messages = []
-    preprocess(find_pairs(phantom_dir).pairs, out, CONFIG, workers=1, log=messages.append)
+        assert SliceStore(out).subject_record(path.stem) is not None, path
+    preprocess(find_pairs(phantom_dir).pairs, out, CONFIG, workers=1)
     assert "3 already done, 1 to do" in messages[0]
     expected, got = _shards(store), _shards(out)
     assert expected.keys() == got.keys() and len(expected) == 12

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from colab_utils.data.batches import epoch_indices, steps_per_epoch, training_dataset
-from colab_utils.data.slices import SliceSet, load_split, save_split
+from colab_utils.data.slices import SliceSet, save_split
+from colab_utils.data.store import load_split
 from colab_utils.data.toy import toy_slices
 
 
