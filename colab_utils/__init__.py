@@ -1,25 +1,23 @@
 """colab_utils: the tested engine behind the T1w <-> T2w CycleGAN notebooks.
 
-One concept per module:
+Folders are the stages of the data flow, and data flows one way through them::
 
-* settings: ``config`` (the settings tree), ``presets`` (smoke, demo, paper, ixi-40);
-* data (``colab_utils.data``): ``manifest``, ``download``, ``archive``, ``ixi``,
-  ``nifti``, ``template``, ``registration``, ``brain_mask``, ``qc``, ``splits``,
-  ``axial``, ``preprocess`` (the slice store), ``slices``, ``context`` (2.5-D
-  neighbourhoods), ``batches``, ``datasets``, ``head`` and ``phantom`` (the offline
-  phantom), ``toy``;
-* networks and methods: ``models`` (builders), ``losses``, ``translation`` (the base
-  model), ``cyclegan``, ``unit`` (UNIT, UNIT_s), ``paired`` (supervised, pix2pix),
-  ``simple`` (the baseline),
-  ``factory`` (models from settings), ``schedules``, ``precision``, ``distribute``;
-* runs: ``rundir`` (a run directory's files), ``training`` (fit and resume),
-  ``callbacks``, ``checkpoints``, ``inference`` (export and load);
-* results: ``metrics``, ``evaluation``, ``volumes`` (whole volumes), ``compare``,
-  ``report``, ``synthesis``;
-* glue: ``pipeline`` (the whole chain), ``cli``, ``colab``, ``viz``, ``fileio``,
-  ``validation``.
+    data/        sources, registration, brain masks, QC, splits, the slice store
+        ↓        (SliceStore owns a store's files)
+    models/      network builders, losses, the two-generator base model, each
+        ↓        method (CycleGAN, UNIT, supervised, pix2pix, Simple), the factory
+    training/    fit and resume, restarts, callbacks, checkpoints, the collapse
+        ↓        check (RunDir owns a run's files)
+    evaluation/  inference, slice and whole-volume scores, the comparison and its
+                 report, synthesis of whole scans
+
+Beside them: ``config`` (the settings tree) and ``presets``; ``runtime`` (precision
+and tf.distribute); ``metrics``, ``viz`` (figures from arrays), ``log`` (the one
+log channel), ``fileio``, ``validation``. On top: ``pipeline`` (the whole chain),
+``cli`` (``python -m colab_utils``) and ``colab`` (workspace, Drive, hardware,
+display). The map, with the owner of each set of files: docs/ARCHITECTURE.md.
 
 Import what you need, e.g. ``from colab_utils.models import resnet_generator``.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -162,6 +162,10 @@ def all_metrics(reference, estimate, *, data_range: float = 1.0, mask=None) -> d
 # Planes with fewer brain voxels than this are left out of plane metrics (a sliver of
 # mask at the brain's edge gives a meaningless SSIM).
 MIN_PLANE_VOXELS = 100
+# Mutual information is a histogram statistic (MI_BINS² joint bins): on a few hundred
+# voxels it is biased upwards by the empty bins. Plane means of MI take only planes
+# with at least this many mask voxels (docs/DECISIONS.md).
+MI_MIN_VOXELS = 1000
 
 
 def plane_scores(reference, estimate, mask=None, *, axis: int,
@@ -232,7 +236,8 @@ def plane_metrics(reference, estimate, mask, *, axis: int, data_range: float = 1
     ``min_voxels`` voxels of it, every ``step``-th of them (1: all).
 
     Returns:
-        ``{"mae", "mse", "psnr", "ssim", "mi", "n_planes"}``: means over the planes.
+        ``{"mae", "mse", "psnr", "ssim", "mi", "n_planes", "n_planes_mi"}``: means over
+        the planes (MI over those with at least :data:`MI_MIN_VOXELS` mask voxels).
     """
     if np.shape(mask) != np.shape(reference) or np.ndim(reference) != 3:
         raise ValueError(f"expected two 3-D volumes and a mask of one shape, got "
@@ -242,9 +247,14 @@ def plane_metrics(reference, estimate, mask, *, axis: int, data_range: float = 1
     keep = keep[::max(1, int(step))]
     if not keep.size:
         raise ValueError(f"no plane across axis {axis} holds {min_voxels} mask voxels")
+    kept = np.take(inside, keep, axis=axis)
     scores = plane_scores(np.take(reference, keep, axis=axis), np.take(estimate, keep, axis=axis),
-                          np.take(inside, keep, axis=axis), axis=axis, data_range=data_range)
-    return {**{k: float(v.mean()) for k, v in scores.items()}, "n_planes": int(keep.size)}
+                          kept, axis=axis, data_range=data_range)
+    counts = np.moveaxis(kept, axis, -1).sum(axis=(0, 1))
+    mi = scores["mi"][counts >= MI_MIN_VOXELS]
+    scores = {**{k: float(v.mean()) for k, v in scores.items() if k != "mi"},
+              "mi": float(mi.mean()) if mi.size else float("nan")}
+    return {**scores, "n_planes": int(keep.size), "n_planes_mi": int(mi.size)}
 
 
 def _plane_mutual_information(ref, est, inside, data_range, bins: int = MI_BINS):

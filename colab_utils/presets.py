@@ -20,8 +20,7 @@ from .config import UNIT_MODELS, DataConfig, Experiment, TrainConfig
 from .validation import check_choice
 
 PRESETS = ("smoke", "demo", "paper", "ixi-40")
-# The demo's methods: every method but pix2pix, which at 64 px stays far behind (docs/
-# EXPERIMENTS.md) and does not fit the main job's 8 minutes beside UNIT and UNIT_s.
+# The demo's methods: all but pix2pix, for the main job's time (docs/EXPERIMENTS.md).
 DEMO_METHODS = ("simple", "supervised", "cyclegan", "cyclegan_s", "unit", "unit_s")
 # The IXI protocol of SynDiff (Özbey et al. 2023) and SelfRDB: the first 40 paired
 # subjects in ID order, 25 train / 5 val / 10 test, about 100 axial brain slices each.
@@ -47,12 +46,9 @@ def demo() -> Experiment:
         lambda_identity=0.0, lambda_structure=2.0, pool_size=20, batch_size=4, lr=8e-4,
         epochs=3, epochs_decay=1, steps_per_epoch=64, validate_every=3, precision="auto",
         grid_slices=2, tensorboard=False,
-        # First verdict after epoch 3 (384 of CycleGAN's 512 steps): earlier, learning runs
-        # can still trail Simple (validation evidence in docs/EXPERIMENTS.md).
+        # Earlier verdicts restart runs that are still learning (docs/EXPERIMENTS.md).
         collapse_grace=2)
-    # The 8-minute budget of the main job with UNIT, UNIT_s and whole volumes: CycleGAN
-    # 512 steps, UNIT and UNIT_s a quarter of the paired methods' steps, whole volumes for
-    # CycleGAN on every 4th plane, no pix2pix (docs/EXPERIMENTS.md, "The demo's budget").
+    # Steps and volume settings are the main job's time budget (docs/EXPERIMENTS.md).
     return Experiment(data, train, methods=DEMO_METHODS, cyclegan_step_factor=2.0,
                       unit_step_factor=0.25, volume_methods=("cyclegan",),
                       volume_plane_step=4).validated()

@@ -173,3 +173,18 @@ def test_plane_scores_equal_the_2d_metrics_of_each_slice_masked_and_unmasked():
         expected = all_metrics(reference[i], estimate[i], mask=mask[i])
         for metric, value in expected.items():
             assert masked[metric][i] == pytest.approx(value, rel=1e-5, abs=1e-6), metric
+
+
+def test_plane_mutual_information_leaves_out_planes_too_small_for_its_histogram():
+    rng = np.random.default_rng(5)
+    reference = rng.uniform(0, 1, (40, 40, 6))
+    estimate = np.clip(reference + rng.normal(0, 0.1, reference.shape), 0, 1)
+    mask = np.zeros(reference.shape, bool)
+    mask[:, :, :3] = True                 # 1600 voxels per plane: MI counts
+    mask[5:15, 5:20, 3:] = True            # 150 voxels: enough for SSIM, not for MI
+    scores = metrics.plane_metrics(reference, estimate, mask, axis=2)
+    assert scores["n_planes"] == 6 and scores["n_planes_mi"] == 3
+    full = metrics.plane_scores(reference, estimate, mask, axis=2)
+    assert scores["mi"] == pytest.approx(full["mi"][:3].mean())
+    # The small planes' MI is inflated by the empty bins of a 64 x 64 histogram.
+    assert full["mi"][3:].mean() > full["mi"][:3].mean()

@@ -287,3 +287,24 @@ def test_learning_rate_schedule_constant_then_linear_decay():
     assert rates(again) == rates(schedule)
     with pytest.raises(ValueError, match="non-negative step counts"):
         LinearDecay(1.0, -4, 4)
+
+
+def test_a_step_checkpoint_never_stands_for_an_epoch_that_was_not_judged():
+    from types import SimpleNamespace
+
+    import tensorflow as tf
+
+    from colab_utils.training import callbacks
+
+    saved = []
+    step = tf.Variable(0, dtype=tf.int64)
+    checkpoint = callbacks.CheckpointCallback(saved.append, every_steps=2, steps_per_epoch=4)
+    checkpoint.set_model(SimpleNamespace(global_step=step))
+    for _ in range(4):
+        step.assign_add(1)
+        checkpoint.on_train_batch_end(0)
+    # Step 2 is saved on the way; step 4 ends the epoch: only the epoch's end saves it,
+    # after the callbacks before it (the collapse check) have judged the epoch.
+    assert saved == [2]
+    checkpoint.on_epoch_end(0)
+    assert saved == [2, 4]

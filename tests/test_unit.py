@@ -145,6 +145,9 @@ def test_latent_noise_is_a_function_of_seed_and_step():
     assert np.abs(a._sample(mean, 0, True).numpy() - a._sample(mean, 1, True).numpy()).max() > 0
     assert np.std(a._sample(mean, 0, True).numpy()) == pytest.approx(1.0, abs=0.05)
     np.testing.assert_array_equal(a._sample(mean, 0, False).numpy(), mean.numpy())
+    # A large run seed (8 x seed above 2**31) draws noise as well.
+    big = build_model(smoke_config(model="unit", seed=2**30), steps_per_epoch=4)
+    assert np.std(big._sample(mean, 3, True).numpy()) == pytest.approx(1.0, abs=0.05)
 
 
 def test_unit_learns_a_known_translation():

@@ -106,6 +106,8 @@ def test_a_perfect_translator_scores_one_and_native_space_is_within_interpolatio
             assert row[f"{plane}_ssim"] == pytest.approx(1.0, abs=1e-6), (direction, plane)
             assert row[f"{plane}_mae"] == pytest.approx(0.0, abs=1e-6)
         assert row["flicker"] == pytest.approx(0.0, abs=1e-6)
+        assert row["volume_mae"] == pytest.approx(0.0, abs=1e-6)
+        assert row["volume_psnr"] == metrics.PSNR_CAP_DB
         # On the scan's own grid: the target resampled there from template space against
         # the real scan rigidly resampled there: equal but for interpolation.
         assert row["native_mae"] < 0.03 and row["native_ssim"] > 0.9, row

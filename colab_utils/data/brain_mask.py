@@ -72,7 +72,8 @@ def subject_brain_mask(t1: np.ndarray | None = None, t2: np.ndarray | None = Non
 
     Returns:
         ``(mask, info)``: a boolean volume on the template grid, and
-        ``{"mask_fallback": bool, "mask_volume_ratio": float, "mask_dice": float}``
+        ``{"mask_fallback": bool, "mask_reason": str, "mask_volume_ratio": float,
+        "mask_dice": float}``
         (its volume and Dice overlap against the template's mask).
 
     Raises:
@@ -99,8 +100,14 @@ def subject_brain_mask(t1: np.ndarray | None = None, t2: np.ndarray | None = Non
     mask[box] = brain
     ratio = float(mask.sum() / template_mask.sum())
     fallback = not VOLUME_RANGE[0] <= ratio <= VOLUME_RANGE[1]
+    reason = ("" if not fallback else
+              f"its volume was {ratio:.2f} of the template's, outside {VOLUME_RANGE[0]}-"
+              f"{VOLUME_RANGE[1]}: " + ("little but the core looked like brain tissue"
+                                        if ratio < VOLUME_RANGE[0] else
+                                        "tissue outside the brain leaked in"))
     if fallback:
         mask = template_mask.copy()
     dice = float(2 * (mask & template_mask).sum() / (mask.sum() + template_mask.sum()))
-    return mask, {"mask_fallback": fallback, "mask_volume_ratio": round(ratio, 4),
+    return mask, {"mask_fallback": fallback, "mask_reason": reason,
+                  "mask_volume_ratio": round(ratio, 4),
                   "mask_dice": round(dice, 4)}

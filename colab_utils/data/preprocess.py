@@ -109,7 +109,9 @@ def register_subject(t1_path, t2_path):
     t1_in_template, t2_in_template, mask, pair = register_into_template(t1_path, t2_path)
     from .qc import quality_numbers
 
-    quality = quality_numbers(t1_in_template, pair.t1_to_template.volume_scale, pair.mask_info)
+    slice_mm = max(max(pair.t1_image.GetSpacing()), max(pair.t2_image.GetSpacing()))
+    quality = quality_numbers(t1_in_template, pair.t1_to_template.volume_scale, pair.mask_info,
+                              slice_mm=slice_mm)
     quality.update({"metric_t1_to_template": round(pair.t1_to_template.metric, 4),
                     "metric_t2_to_t1": round(pair.t2_to_t1.metric, 4),
                     "start_t1_to_template": pair.t1_to_template.start,

@@ -8,15 +8,25 @@ Per subject (:func:`quality_numbers`, on the registered T1 in template space):
   outline gives more than 1);
 * ``rim_ratio``: the T1 in the outer 3 mm of the template's brain mask over the
   T1 in its core. The rim should be cortex and CSF, darker than the core; on a
-  registration that put the mask on the scalp it is fat, brighter than brain;
+  registration that put the mask on the scalp it is fat, brighter than brain.
+  It means something only for a head with scalp: on skull-stripped input
+  (``skull_stripped``, nothing bright outside the brain) it is not judged;
 * ``mask_dice``: the subject's own brain mask against the template's
-  (:mod:`.brain_mask`), and ``mask_fallback`` when it had to fall back.
+  (:mod:`.brain_mask`); not judged when the own mask fell back to the
+  template's (``mask_fallback``: its Dice of 1.0 is a sentinel, not a value);
+* ``slice_mm``: the thickest voxel side of the scans (thick clinical slices).
 
-:func:`flag_outliers` judges each subject against the batch (a robust z-score,
-median and MAD, in the direction that means failure; with 5 subjects or more)
-and against absolute limits (:data:`LIMITS`) that correctly registered scans
-pass, real clinical ones included (their correlation with the template can be
-as low as 0.3). ``qc.csv`` says why a subject is flagged.
+:func:`flag_outliers` judges each subject against absolute limits
+(:data:`LIMITS`, which correctly registered scans pass, real clinical ones
+included) and against the batch: a robust z-score (median and MAD, with a
+spread floor per feature, :data:`SPREAD_FLOOR`, so that a few nearly equal
+values do not make every small difference an outlier), in the direction that
+means failure, with 5 subjects or more. A feature beyond :data:`FAR_Z` (or
+outside its limits) flags the subject by itself; between :data:`ROBUST_Z` and
+:data:`FAR_Z` it is borderline, and it takes two borderline features to flag a
+registration. A borderline feature alone and a mask fallback are warnings
+(``warnings`` in ``qc.csv``), with their reason; ``qc_reasons`` says why a
+subject is flagged.
 """
 
 from __future__ import annotations
@@ -35,68 +45,105 @@ LIMITS = {"corr_t1_template": (0.2, 1.0), "volume_scale": (0.5, 1.15),
 # Which side is failure, for the batch-relative judgement.
 BAD_SIDE = {"corr_t1_template": "low", "volume_scale": "both", "rim_ratio": "high",
             "mask_dice": "low"}
+# The smallest spread (in the feature's own units) the batch statistics assume: below
+# it, differences between correct registrations are noise.
+SPREAD_FLOOR = {"corr_t1_template": 0.03, "volume_scale": 0.03, "rim_ratio": 0.05,
+                "mask_dice": 0.015}
 MIN_BATCH = 5
-ROBUST_Z = 4.0
+ROBUST_Z, FAR_Z = 4.0, 8.0
+# Skull-stripped input: the T1 just outside the template's brain (5-15 mm out) is darker
+# than this fraction of the brain's core (a head's scalp and skull marrow are bright).
+STRIPPED_BELOW = 0.08
 
 
 @lru_cache(maxsize=1)
-def _rim_and_core() -> tuple[np.ndarray, np.ndarray]:
+def _rim_core_shell() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The template brain's outer rim, its core, and a shell 5-15 mm outside it."""
     _, mask, _ = mni_template()
     depth = ndimage.distance_transform_edt(mask)
-    return mask & (depth <= RIM_MM), depth > 4 * RIM_MM
+    outside = ndimage.distance_transform_edt(~mask)
+    return mask & (depth <= RIM_MM), depth > 4 * RIM_MM, (outside > 5) & (outside <= 15)
 
 
-def quality_numbers(t1_template: np.ndarray, volume_scale: float, mask_info: dict) -> dict:
+def quality_numbers(t1_template: np.ndarray, volume_scale: float, mask_info: dict, *,
+                    slice_mm: float = 1.0) -> dict:
     """The QC numbers of one subject (see the module docstring).
 
     Args:
         t1_template: The subject's T1 on the template grid (registered, not normalised).
         volume_scale: |det| of the template → subject affine.
         mask_info: What :func:`colab_utils.data.brain_mask.subject_brain_mask` returned.
+        slice_mm: The thickest voxel side of the subject's scans.
     """
     from .registration import masked_correlation
 
     template, mask, _ = mni_template()
-    rim, core = _rim_and_core()
+    rim, core, shell = _rim_core_shell()
     inside = np.median(t1_template[core])
+    outside = float(np.percentile(t1_template[shell], 90)) / inside if inside > 0 else 0.0
     return {"corr_t1_template": round(masked_correlation(t1_template, template, mask), 4),
             "volume_scale": round(float(volume_scale), 4),
             "rim_ratio": round(float(np.median(t1_template[rim]) / inside), 4)
             if inside > 0 else float("inf"),
-            "mask_dice": mask_info["mask_dice"], "mask_fallback": mask_info["mask_fallback"]}
+            "mask_dice": mask_info["mask_dice"], "mask_fallback": mask_info["mask_fallback"],
+            "mask_reason": mask_info.get("mask_reason", ""),
+            "skull_stripped": bool(outside < STRIPPED_BELOW),
+            "slice_mm": round(float(slice_mm), 2)}
+
+
+def _judged(name: str, record: dict) -> float | None:
+    """The value of feature ``name`` where it means something (``None``: not judged)."""
+    value = record.get(name)
+    if value is None or value == "":
+        return None
+    if name == "rim_ratio" and record.get("skull_stripped"):
+        return None  # the rim of a stripped brain is cortex against nothing
+    if name == "mask_dice" and record.get("mask_fallback"):
+        return None  # the template's own mask: a Dice of 1.0 by construction
+    return float(value)
 
 
 def flag_outliers(records: dict[str, dict]) -> None:
-    """Set ``outlier`` and ``qc_reasons`` (a "; "-separated text) of every record in place.
+    """Set ``outlier``, ``qc_reasons`` and ``warnings`` (each a "; "-separated text) of
+    every record in place (see the module docstring for the rules).
 
     Args:
         records: ``{subject: numbers}`` as :func:`quality_numbers` gives them.
     """
     reasons = {subject: [] for subject in records}
+    borderline = {subject: [] for subject in records}
+    warnings = {subject: [] for subject in records}
     for name, (low, high) in LIMITS.items():
-        for subject, record in records.items():
-            value = record.get(name)
-            if value is None:
-                continue
+        values = {s: v for s, r in records.items() if (v := _judged(name, r)) is not None}
+        for subject, value in values.items():
             if not low <= value <= high:
                 reasons[subject].append(f"{name} {value:.3g} outside [{low}, {high}]")
-        values = {s: r[name] for s, r in records.items() if r.get(name) is not None}
         if len(values) < MIN_BATCH:
             continue
         median = float(np.median(list(values.values())))
-        mad = max(float(np.median([abs(v - median) for v in values.values()])) * 1.4826, 1e-3)
+        mad = float(np.median([abs(v - median) for v in values.values()])) * 1.4826
+        spread = max(mad, SPREAD_FLOOR[name])
         for subject, value in values.items():
-            z = (value - median) / mad
+            z = (value - median) / spread
             side = BAD_SIDE[name]
-            if (side in ("low", "both") and z < -ROBUST_Z) or \
-                    (side in ("high", "both") and z > ROBUST_Z):
-                reasons[subject].append(f"{name} {value:.3g} far from the other subjects' "
-                                        f"{median:.3g} (robust z {z:+.1f})")
+            if not ((side in ("low", "both") and z < -ROBUST_Z)
+                    or (side in ("high", "both") and z > ROBUST_Z)):
+                continue
+            text = f"{name} {value:.3g} far from the other subjects' {median:.3g} " \
+                   f"(robust z {z:+.1f})"
+            (reasons if abs(z) > FAR_Z else borderline)[subject].append(text)
     for subject, record in records.items():
+        if len(borderline[subject]) >= 2:
+            reasons[subject] += borderline[subject]
+        else:
+            warnings[subject] += borderline[subject]
         if record.get("mask_fallback"):
-            reasons[subject].append("own brain mask implausible; the template's was used")
+            why = record.get("mask_reason") or "its volume was implausible"
+            warnings[subject].append(f"own brain mask not used ({why}); the template's "
+                                     "mask was used instead")
         record["outlier"] = bool(reasons[subject])
         record["qc_reasons"] = "; ".join(reasons[subject])
+        record["warnings"] = "; ".join(warnings[subject])
 
 
 def qc_montage(t1: np.ndarray, t2: np.ndarray, template_mask: np.ndarray,

@@ -110,7 +110,10 @@ def _coarse(image: sitk.Image, mm: float = BASE_MM) -> sitk.Image:
     spacing = out.GetSpacing()
     if max(spacing) > 2 * mm:
         fine = [mm if s > 2 * mm else s for s in spacing]
-        size = [int(round(n * s / f)) for n, s, f in zip(out.GetSize(), spacing, fine)]
+        # From the first slice's centre to the last's: a plane beyond the last centre
+        # would lie outside the image (a slab of zeros at the edge).
+        size = [int(np.floor((n - 1) * s / f + 1e-6)) + 1
+                for n, s, f in zip(out.GetSize(), spacing, fine)]
         out = sitk.Resample(out, size, sitk.Transform(), sitk.sitkLinear, out.GetOrigin(),
                             fine, out.GetDirection(), 0.0, sitk.sitkFloat32)
     return out

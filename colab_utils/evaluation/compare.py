@@ -174,7 +174,7 @@ def _wilcoxon(label, ref_label, direction, level, metric, mine, theirs, key,
 
     def values(rows):
         return {tuple(row[k] for k in key): row[column] for row in rows
-                if row["direction"] == direction and np.isfinite(row[column])}
+                if row["direction"] == direction and np.isfinite(row.get(column, np.nan))}
 
     a, b = values(mine), values(theirs)
     common = sorted(set(a) & set(b))
@@ -197,8 +197,8 @@ def _wilcoxon(label, ref_label, direction, level, metric, mine, theirs, key,
 
 
 # The whole-volume columns the comparison shows and tests (colab_utils.evaluation.volumes).
-VOLUME_TABLE = ("axial_ssim", "coronal_ssim", "sagittal_ssim", "axial_psnr", "flicker_ratio",
-                "native_ssim", "native_psnr")
+VOLUME_TABLE = ("axial_ssim", "coronal_ssim", "sagittal_ssim", "volume_psnr", "volume_mae",
+                "flicker_ratio", "native_ssim", "native_psnr")
 
 
 def _higher_is_better(metric: str) -> bool:
@@ -212,8 +212,8 @@ def volume_table(results: list[MethodResults]) -> list[dict]:
     for r in results:
         for direction in DIRECTIONS:
             subjects = [v for v in r.volumes if v["direction"] == direction]
-            for column in VOLUME_TABLE:
-                values = np.asarray([v[column] for v in subjects], float)
+            for column in VOLUME_TABLE:  # tables of earlier versions may lack a column
+                values = np.asarray([v.get(column, np.nan) for v in subjects], float)
                 values = values[np.isfinite(values)]
                 if values.size:
                     rows.append({"method": r.label, "direction": direction, "metric": column,

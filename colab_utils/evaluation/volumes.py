@@ -271,7 +271,20 @@ def score_volume(reference: np.ndarray, estimate: np.ndarray, mask: np.ndarray, 
         row.update({f"{plane}_{metric}": scores[metric] for metric in METRICS})
         row[f"{plane}_planes"] = scores["n_planes"]
     row.update(flicker(reference, estimate, mask, axis=2))
+    row.update(whole_volume(reference, estimate, mask))
     return row
+
+
+def whole_volume(reference: np.ndarray, estimate: np.ndarray, mask: np.ndarray) -> dict:
+    """MAE, PSNR and mutual information over every brain voxel of the volume at once
+    (``volume_*``): the voxel-wise figures papers report per volume, beside the plane
+    means (a plane mean weighs a small edge plane as much as a central one, and its
+    PSNR averages logarithms)."""
+    from ..metrics import mae, mutual_information, psnr
+
+    ref, est = reference[mask][:, None], estimate[mask][:, None]
+    return {"volume_mae": mae(ref, est), "volume_psnr": psnr(ref, est),
+            "volume_mi": mutual_information(ref, est)}
 
 
 def score_native(grid: NativeGrid, synthetic_template: np.ndarray, template_mask: np.ndarray,
@@ -310,7 +323,8 @@ def score_subject(method, volumes: SubjectVolumes, direction: str, *, slice_size
 
 
 VOLUME_COLUMNS = tuple(f"{plane}_{metric}" for plane, _ in PLANES for metric in METRICS) + (
-    "flicker", "flicker_ratio") + tuple(f"native_{metric}" for metric in METRICS)
+    "flicker", "flicker_ratio", "volume_mae", "volume_psnr", "volume_mi") + tuple(
+    f"native_{metric}" for metric in METRICS)
 
 
 def evaluate_volumes(method, store, subjects: list[str], directory, *,

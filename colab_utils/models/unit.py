@@ -36,7 +36,9 @@ class UNIT(TranslationModel):
     * GAN: ``λ0 · gan(D2(G2(z1)))`` (BCE, as the paper's objective);
     * cycle: ``λ3 · KL(E2(G2(z1))) + λ4 · |x1 - G1(z')|`` with
       ``z' = E2(G2(z1)) + noise``;
-    * UNIT_s: ``λ_supervised · |x2 - G2(E1(x1))|`` on paired batches.
+    * UNIT_s: ``λ_supervised · |x2 - G2(z1)|`` on paired batches: on the translation
+      the GAN term judges too (from the sampled code, like every translation in
+      training; translating uses the mean).
 
     The paper counts ``KL(E1(x1))`` in both the VAE and the cycle term; like its
     implementation, it is counted once here (under λ1). Reconstruction is the L1
@@ -103,8 +105,10 @@ class UNIT(TranslationModel):
         replica = tf.distribute.get_replica_context()
         replica_id = (tf.cast(replica.replica_id_in_sync_group, tf.int32)
                       if replica is not None else tf.constant(0))
-        seed = tf.stack([self.seed * 8 + draw + 1024 * replica_id,
-                         tf.cast(self.global_step.value, tf.int32)])
+        # int64: a large run seed times 8 must not wrap around (int32 did above 2**28).
+        seed = tf.stack([tf.constant(self.seed * 8 + draw, tf.int64)
+                         + 1024 * tf.cast(replica_id, tf.int64),
+                         tf.cast(self.global_step.value, tf.int64)])
         noise = tf.random.stateless_normal(tf.shape(mean), seed, dtype=tf.float32)
         return mean + tf.cast(noise, mean.dtype)
 

@@ -167,12 +167,18 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
 
 
 class CheckpointCallback(keras.callbacks.Callback):
-    """Calls ``save(step)`` every ``every_steps`` steps (0: never) and after every epoch."""
+    """Calls ``save(step)`` every ``every_steps`` steps (0: never) and after every epoch.
 
-    def __init__(self, save, every_steps: int = 0):
+    A step that ends an epoch is saved by the epoch's end, after every callback before
+    this one has judged the epoch (the collapse check): a step checkpoint there would
+    let a run killed before the verdict resume past an epoch nobody judged.
+    """
+
+    def __init__(self, save, every_steps: int = 0, steps_per_epoch: int = 0):
         super().__init__()
         self.save = save
         self.every_steps = int(every_steps)
+        self.steps_per_epoch = int(steps_per_epoch)
         self._last_saved = None
 
     def _save(self):
@@ -182,7 +188,9 @@ class CheckpointCallback(keras.callbacks.Callback):
             self._last_saved = step
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.every_steps and int(self.model.global_step.numpy()) % self.every_steps == 0:
+        step = int(self.model.global_step.numpy())
+        ends_epoch = self.steps_per_epoch and step % self.steps_per_epoch == 0
+        if self.every_steps and step % self.every_steps == 0 and not ends_epoch:
             self._save()
 
     def on_epoch_end(self, epoch, logs=None):

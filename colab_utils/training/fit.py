@@ -263,7 +263,7 @@ def _callbacks(config: TrainConfig, run: RunDir, val_data: SliceSet, show_inline
     # collapsed epoch is never saved as the newest state to resume from.
     if guard is not None:
         callbacks.append(guard)
-    callbacks.append(cb.CheckpointCallback(save, config.checkpoint_every_steps))
+    callbacks.append(cb.CheckpointCallback(save, config.checkpoint_every_steps, spe))
     return callbacks
 
 
