@@ -21,7 +21,7 @@ from .presets import PRESETS, preset
 
 PREFIX = "setting_"
 # DataConfig fields of each command that works on data.
-PHANTOM_FIELDS = ("subjects", "phantom_kind", "phantom_seed", "workers")
+PHANTOM_FIELDS = ("subjects", "phantom_kind", "phantom_seed", "phantom_lesions", "workers")
 PREPROCESS_FIELDS = ("slices", "seed_slice", "slice_range", "min_brain_fraction", "slice_size",
                      "clip_low", "clip_high", "val_fraction", "test_fraction", "split_seed",
                      "split_file", "unpaired", "exclude_outliers", "shard_size", "workers")
@@ -135,8 +135,13 @@ def _cmd_phantom(args) -> int:
     from .data.phantom import write_phantom
 
     data = _data_config(args)
+    icbm = None
+    if data.phantom_kind == "icbm":
+        from .data.icbm import fetch_icbm
+
+        icbm = fetch_icbm(args.icbm)  # Unavailable (an OSError): exit 2, with the reasons
     out = write_phantom(args.out, data.subjects, data.phantom_seed, kind=data.phantom_kind,
-                        workers=data.workers)
+                        workers=data.workers, icbm_dir=icbm, lesions=data.phantom_lesions)
     print(f"{data.subjects} phantom subjects of kind {data.phantom_kind} (T1 + T2 NIfTI; a "
           f"PHANTOM, not real data) written to {out}")
     return 0
@@ -161,6 +166,12 @@ def _cmd_download(args) -> int:
     from .data.ixi import fetch_ixi
     from .data.manifest import get_source
 
+    if args.name == "icbm152":
+        from .data.icbm import fetch_icbm
+
+        folder = fetch_icbm(args.dest)
+        print(f"the MNI ICBM 2009c T1/T2 pair (verified) is in {folder}")
+        return 0
     if args.name == "ixi":
         pairs = fetch_ixi(args.dest, subjects=args.subjects or None)
         print(f"IXI: {len(pairs)} T1/T2 subjects in {args.dest}")
@@ -210,8 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     down = commands.add_parser(
         "download", help="download a data source (verified, resumable)",
-        description="NAME: 'ixi' (T1 + T2, optionally only --subjects N, streamed), a row of "
-                    "data_manifest.csv (e.g. ixi-demographics), 'gdrive' (--id) or 'url' (--url).")
+        description="NAME: 'ixi' (T1 + T2, optionally only --subjects N, streamed), "
+                    "'icbm152' (the MNI ICBM 2009c T1/T2 pair of the real-contrast phantom), a "
+                    "row of data_manifest.csv (e.g. ixi-demographics), 'gdrive' (--id) or "
+                    "'url' (--url).")
     down.add_argument("name", metavar="NAME")
     down.add_argument("--dest", required=True, help="output directory")
     down.add_argument("--subjects", type=int, default=0,
@@ -225,8 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
     phantom = commands.add_parser(
         "phantom", help="generate offline T1/T2 NIfTI phantoms from the MNI152 template",
         description="Kinds: head (a full head like IXI's, the default), brain (skull-stripped, "
-                    "like BraTS), thick (a full head in 5 mm slices, like a clinical scan).")
+                    "like BraTS), thick (a full head in 5 mm slices, like a clinical scan), "
+                    "icbm (real T1/T2 contrast: the MNI ICBM 2009c pair, fetched into "
+                    "--icbm once).")
     phantom.add_argument("--out", required=True, help="output directory")
+    phantom.add_argument("--icbm", default="data/icbm152",
+                         help="kind icbm: where the ICBM 2009c pair is (fetched when missing)")
     _add_setting_flags(phantom, DataConfig(), PHANTOM_FIELDS, "phantom settings")
     phantom.set_defaults(func=_cmd_phantom)
 

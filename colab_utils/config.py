@@ -36,7 +36,7 @@ UNIT_MODELS = ("unit", "unit_s")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "default", "mirrored", "tpu", "multiworker")
 SOURCES = ("phantom", "ixi", "folder", "gdrive")
-PHANTOM_KINDS = ("head", "brain", "thick")
+PHANTOM_KINDS = ("head", "brain", "thick", "icbm")
 PROTOCOLS = ("", "ixi-40")
 # UNIT's loss weights in its paper (Liu et al. 2017), λ0..λ4: GAN, VAE KL, VAE
 # reconstruction, cycle KL, cycle reconstruction.
@@ -125,8 +125,13 @@ class DataConfig(_Settings):
     gdrive_id: str = ""
     # A published protocol that fixes subjects, splits and slices ("ixi-40").
     protocol: str = ""
+    # The offline phantom: "head" (tissue maps; a full head like IXI's), "brain"
+    # (skull-stripped), "thick" (5 mm slices), or "icbm" (real T1/T2 contrast: the MNI
+    # ICBM 2009c pair, fetched once; the "head" kind when it cannot be had).
     phantom_kind: str = "head"
     phantom_seed: int = 0
+    # Lesion-like spots per "icbm" subject (up to this many; T2-bright, T1-dark).
+    phantom_lesions: int = 0
     # Axial slices of the template grid: the article's one slice, a range, or every
     # slice with enough brain.
     slices: str = "seed"
@@ -168,6 +173,7 @@ class DataConfig(_Settings):
             raise ValueError(f"slice_range: expected 0 <= start < stop, got {self.slice_range}")
         for name in ("subjects", "shard_size", "workers"):
             _check_number(name, getattr(self, name), lower=1, inclusive=True)
+        _check_number("phantom_lesions", self.phantom_lesions, lower=0, inclusive=True)
         if not 0 < self.min_brain_fraction <= 1:
             raise ValueError(f"min_brain_fraction: expected a value in (0, 1], got "
                              f"{self.min_brain_fraction}")

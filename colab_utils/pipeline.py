@@ -44,11 +44,36 @@ class StepTimer:
         return result
 
 
+def phantom_name(data: DataConfig) -> str:
+    """The phantom folder's name for these settings (``phantom-icbm``, ...)."""
+    lesions = f"-lesions{data.phantom_lesions}" if (data.phantom_kind == "icbm"
+                                                   and data.phantom_lesions) else ""
+    return f"phantom-{data.phantom_kind}{lesions}"
+
+
 def store_path(data: DataConfig, data_dir) -> Path:
     """Where the slice store of these data settings lives under ``data_dir``."""
-    name = data.protocol or (f"phantom-{data.phantom_kind}" if data.source == "phantom"
-                             else data.source)
+    name = data.protocol or (phantom_name(data) if data.source == "phantom" else data.source)
     return Path(data_dir) / f"{name}_store"
+
+
+def available_phantom(data: DataConfig, data_dir) -> DataConfig:
+    """The data settings with a phantom kind that can be made here: the real-contrast
+    kind ``"icbm"`` needs the ICBM 2009c pair (fetched once into ``DATA/icbm152``); when
+    it cannot be had (no network, a wrong checksum, a partial download), the tissue-map
+    ``"head"`` kind instead, said in the log."""
+    if data.source != "phantom" or data.phantom_kind != "icbm":
+        return data
+    from .data.icbm import Unavailable, fetch_icbm
+
+    try:
+        fetch_icbm(Path(data_dir) / "icbm152")
+        return data
+    except Unavailable as err:
+        logger.warning("%s. Using the tissue-map phantom (kind 'head') instead: its T2 is "
+                       "made from tissue maps, nearly a function of its T1, so it cannot "
+                       "show whether a method learns real T2 contrast", err)
+        return data.replace(phantom_kind="head", phantom_lesions=0)
 
 
 def prepare_data(data: DataConfig, data_dir="data", *, timer: StepTimer | None = None) -> Path:
@@ -75,10 +100,12 @@ def prepare_data(data: DataConfig, data_dir="data", *, timer: StepTimer | None =
     timer = timer or StepTimer()
     data_dir = Path(data_dir)
     if data.source == "phantom":
-        folder = data_dir / f"phantom-{data.phantom_kind}"
-        timer("phantom", lambda: write_phantom(folder, data.subjects, data.phantom_seed,
-                                               kind=data.phantom_kind, workers=data.workers),
-              subjects=data.subjects)
+        data = available_phantom(data, data_dir)
+        folder = data_dir / phantom_name(data)
+        timer("phantom", lambda: write_phantom(
+            folder, data.subjects, data.phantom_seed, kind=data.phantom_kind,
+            workers=data.workers, icbm_dir=data_dir / "icbm152",
+            lesions=data.phantom_lesions), subjects=data.subjects)
         pairs = find_pairs(folder).pairs
     elif data.source == "ixi":
         # A protocol takes the first paired subjects: fetch a few more than it needs.

@@ -38,8 +38,8 @@ def demo() -> Experiment:
     """Minutes on a CPU: 12 phantom subjects (6 train, 2 val, 4 test), 90 axial slices
     each at 64 px, narrow networks, 4 epochs of 64 steps (512 steps for CycleGAN, 64
     for UNIT and UNIT_s); every method but pix2pix."""
-    data = DataConfig(subjects=12, slices="range", slice_range=(50, 140),
-                      val_fraction=0.2, test_fraction=0.3, split_seed=6)
+    data = DataConfig(subjects=12, phantom_kind="icbm", slices="range",
+                      slice_range=(50, 140), val_fraction=0.2, test_fraction=0.3, split_seed=6)
     train = TrainConfig(
         image_size=64, jitter_size=TrainConfig.jitter_for(64), gen_filters=16,
         n_res_blocks=4, disc_filters=32, long_skip=True, intensity_path=True,
@@ -56,8 +56,8 @@ def demo() -> Experiment:
 
 def smoke() -> Experiment:
     """Seconds on a CPU: 3 phantom subjects, 4 slices at 32 px, tiny networks, 2 epochs."""
-    data = DataConfig(subjects=3, slices="range", slice_range=(70, 74), val_fraction=0.2,
-                      test_fraction=0.3, split_seed=6)
+    data = DataConfig(subjects=3, phantom_kind="head", slices="range", slice_range=(70, 74),
+                      val_fraction=0.2, test_fraction=0.3, split_seed=6)
     train = TrainConfig(
         image_size=32, jitter_size=36, gen_filters=8, n_res_blocks=2, disc_filters=8,
         disc_layers=2, pool_size=4, batch_size=2, epochs=1, epochs_decay=1,

@@ -12,7 +12,7 @@ template brain (it ships with nilearn, so no download is needed) with:
   movement between the scans, another voxel size and storage orientation;
 * a smooth multiplicative bias field and Rician noise per image.
 
-Three kinds (``KINDS``), for the scans users bring:
+Four kinds (``KINDS``), for the scans users bring:
 
 * ``"head"`` (the default), like IXI: the whole head of :mod:`.head` (skull,
   scalp fat, face, neck), the T1 stored sagittally in a 256 × 256 field of
@@ -20,7 +20,11 @@ Three kinds (``KINDS``), for the scans users bring:
   stored left-right flipped (LAS);
 * ``"brain"``, like BraTS: the brain alone (skull-stripped), T2 as above;
 * ``"thick"``, like a clinical scan: the whole head in 5 mm axial slices, T1
-  and T2, over the top 150 mm of the head.
+  and T2, over the top 150 mm of the head;
+* ``"icbm"``, the real-contrast phantom: stored as ``"head"``, but the anatomy and
+  both contrasts are the MNI ICBM 2009c T1/T2 pair (:mod:`.icbm`; real MRI, so the
+  T2 is real T2 contrast, not a function of the T1), optionally with lesion-like
+  spots (``lesions``). It needs the pair fetched once (:func:`.icbm.fetch_icbm`).
 
 So the files need what real data needs: pairing by subject ID, reorientation,
 T2 → T1 rigid registration, T1 → MNI152 affine registration that finds the
@@ -43,7 +47,7 @@ from .nifti import save_volume
 from .template import mni_template
 
 DESCRIPTION = "colab_utils PHANTOM from MNI152 - not a real subject"
-KINDS = ("head", "brain", "thick")
+KINDS = ("head", "brain", "thick", "icbm")
 _MARGIN = 6
 FOV = 256  # in-plane field of view of the stored slices (voxels of 1 mm)
 T2_SLAB_MM, THICK_SLAB_MM, THICK_SLICE_MM = 156.0, 150.0, 5.0
@@ -75,9 +79,17 @@ def _brain_only() -> Head:
     return Head(t1[crop], t2[crop], mask[crop], shifted)
 
 
-def anatomy(kind: str) -> Head:
-    """The undeformed anatomy of a phantom kind (brain alone, or the whole head)."""
+def anatomy(kind: str, icbm_dir=None) -> Head:
+    """The undeformed anatomy of a phantom kind (brain alone, the whole head, or the ICBM
+    head from ``icbm_dir``)."""
     check_choice("kind", kind, KINDS)
+    if kind == "icbm":
+        from .icbm import icbm_head
+
+        if icbm_dir is None:
+            raise ValueError("phantom kind 'icbm': expected the folder of the ICBM 2009c "
+                             "pair (icbm_dir; see colab_utils.data.icbm.fetch_icbm)")
+        return icbm_head(str(icbm_dir))
     return _brain_only() if kind == "brain" else head_model()
 
 
@@ -189,7 +201,7 @@ def _store_t1(volume: np.ndarray, affine: np.ndarray, kind: str, top: int):
     if kind == "thick":
         volume, affine = _crop_top(volume, affine, THICK_SLAB_MM, top)
         volume, affine = _reslice_z(volume, affine, THICK_SLICE_MM, thick=True)
-    elif kind == "head":
+    elif kind in ("head", "icbm"):
         volume, affine = _sagittal(volume, affine)  # pads anterior-posterior, superior-inferior
     return _pad(volume, affine, FOV)
 
@@ -208,14 +220,17 @@ def _store_t2(volume: np.ndarray, affine: np.ndarray, kind: str, top: int):
 
 def make_subject(index: int, seed: int = 0, *, kind: str = "head",
                  deformation_mm: float = 3.0, noise: float = 0.02, bias: float = 0.15,
-                 with_brain: bool = False) -> Subject:
+                 with_brain: bool = False, icbm_dir=None, lesions: int = 0) -> Subject:
     """Generate one pseudo-subject of a phantom ``kind`` (see the module docstring).
 
     Its random draws depend only on ``(seed, index)``: the same subject comes out of
     every call, whatever other subjects exist. ``with_brain`` adds its true brain mask
-    on the T1's grid to ``truth["brain"]`` (for tests).
+    on the T1's grid to ``truth["brain"]`` (for tests). ``icbm_dir``: the ICBM pair's
+    folder (kind ``"icbm"``); ``lesions``: up to this many lesion-like spots (kind
+    ``"icbm"``; drawn from a stream of their own, so the rest of the subject is the same
+    with or without them).
     """
-    head = anatomy(kind)
+    head = anatomy(kind, icbm_dir)
     shape = head.t1.shape
     coords = np.indices(shape, dtype=np.float32)
     coords += deformation(index, seed, shape, deformation_mm)
@@ -226,8 +241,15 @@ def make_subject(index: int, seed: int = 0, *, kind: str = "head",
     t2 = np.zeros(shape, np.float32)  # only the T2's axial slab is needed
     t2[:, :, start:] = ndimage.map_coordinates(head.t2, coords[:, :, :, start:], order=1)
     brain = (ndimage.map_coordinates(head.brain.astype(np.float32), coords, order=1)
-             if with_brain else None)
+             if with_brain or lesions else None)
     del coords
+    spots = []
+    if kind == "icbm" and lesions:
+        from .icbm import add_lesions
+
+        lesion_rng = np.random.default_rng([seed, index, 2])
+        spots = add_lesions(lesion_rng, t1, t2, brain > 0.5,
+                            int(lesion_rng.integers(0, lesions + 1)))
     t1 = _rician(rng, t1 * np.exp(_smooth_field(rng, shape, 4, bias)), noise)
     t2 = t2 * np.exp(_smooth_field(rng, shape, 4, bias))
     t2[:, :, start:] = _rician(rng, t2[:, :, start:], noise)  # the slab is all that is kept
@@ -237,7 +259,7 @@ def make_subject(index: int, seed: int = 0, *, kind: str = "head",
     t1, t1_affine = _store_t1(t1, pose @ head.affine, kind, top)
     t2, t2_affine = _store_t2(t2, pose @ movement @ head.affine, kind, top)
     truth = {"index": index, "seed": seed, "kind": kind, "pose_t1": pose.round(6).tolist(),
-             "movement_t2": movement.round(6).tolist()}
+             "movement_t2": movement.round(6).tolist(), "lesions": spots}
     if with_brain:
         truth["brain"] = _store_t1(brain, pose @ head.affine, kind, top)[0] > 0.5
     return Subject((1000 * t1).astype(np.float32), t1_affine, (1000 * t2).astype(np.float32),
@@ -245,11 +267,11 @@ def make_subject(index: int, seed: int = 0, *, kind: str = "head",
 
 
 def template_to_scanner(truth: dict, points_ras: np.ndarray, *,
-                        deformation_mm: float = 3.0) -> np.ndarray:
+                        deformation_mm: float = 3.0, icbm_dir=None) -> np.ndarray:
     """Where template points (RAS mm, inside the template box) lie in a phantom
     subject's scanner space (RAS mm): its pose after its deformation. The ground
     truth of a T1 → template registration (``truth``: :attr:`Subject.truth`)."""
-    head = anatomy(truth["kind"])
+    head = anatomy(truth["kind"], icbm_dir)
     voxels = (np.linalg.inv(head.affine) @ np.c_[points_ras, np.ones(len(points_ras))].T)[:3]
     field = deformation(truth["index"], truth["seed"], head.t1.shape, deformation_mm)
     at = np.clip(np.rint(voxels).astype(int).T, 0, np.array(head.t1.shape) - 1)
@@ -264,9 +286,10 @@ def subject_id(index: int) -> str:
     return f"phantom-{index + 1:03d}"
 
 
-def _write_subject(out_dir: Path, index: int, seed: int, kind: str) -> dict:
+def _write_subject(out_dir: Path, index: int, seed: int, kind: str, icbm_dir=None,
+                   lesions: int = 0) -> dict:
     sid = subject_id(index)
-    subject = make_subject(index, seed, kind=kind)
+    subject = make_subject(index, seed, kind=kind, icbm_dir=icbm_dir, lesions=lesions)
     # int16 like most scanners' files: a quarter of the size of float32 noise.
     save_volume(out_dir / f"{sid}-T2.nii.gz", subject.t2, subject.t2_affine,
                 description=DESCRIPTION, dtype=np.int16)
@@ -276,50 +299,73 @@ def _write_subject(out_dir: Path, index: int, seed: int, kind: str) -> dict:
 
 
 def write_phantom(out_dir, n_subjects: int = 8, seed: int = 0, *, kind: str = "head",
-                  overwrite: bool = False, workers: int = 1) -> Path:
+                  overwrite: bool = False, workers: int = 1, icbm_dir=None,
+                  lesions: int = 0) -> Path:
     """Write ``phantom-001-T1.nii.gz``, ``phantom-001-T2.nii.gz``, … and a README.
 
     Existing subjects are kept unless ``overwrite`` (so an interrupted run
     continues where it stopped); ``workers`` > 1 generates subjects in parallel
     processes (each subject depends only on its index, the seed and the kind).
+    Kind ``"icbm"`` needs ``icbm_dir`` (:func:`colab_utils.data.icbm.fetch_icbm`) and
+    takes ``lesions`` (up to this many lesion-like spots per subject); its folder keeps
+    the ICBM pair's copyright notice.
 
     Raises:
         ValueError: Bad counts or kind, or ``out_dir`` holds a phantom of another
-            kind or seed.
+            kind, seed or lesion count.
     """
     check_choice("kind", kind, KINDS)
     if n_subjects < 1:
         raise ValueError(f"n_subjects: expected >= 1, got {n_subjects}")
     if workers < 1:
         raise ValueError(f"workers: expected >= 1, got {workers}")
+    lesions = lesions if kind == "icbm" else 0
+    if kind == "icbm":
+        anatomy(kind, icbm_dir)  # a clear error now, not in a worker
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     record = out_dir / "phantom.json"
     previous = json.loads(record.read_text()) if record.is_file() else {}
-    made = (previous.get("kind", "brain"), previous.get("seed"))
-    if previous and not overwrite and made != (kind, seed):
-        raise ValueError(f"{record}: this folder holds a phantom of kind {made[0]!r} and seed "
-                         f"{made[1]}, not {kind!r} and {seed}; use another folder")
-    (out_dir / "PHANTOM_README.txt").write_text(
-        "These NIfTI files are a PHANTOM generated by `python -m colab_utils phantom` from\n"
-        "nilearn's MNI152 2009 template and tissue maps, with random deformation, pose,\n"
-        f"bias field and noise per pseudo-subject (kind {kind!r}). They are not images of\n"
-        "real subjects.\n")
+    made = (previous.get("kind", "brain"), previous.get("seed"), previous.get("lesions", 0))
+    if previous and not overwrite and made != (kind, seed, lesions):
+        raise ValueError(f"{record}: this folder holds a phantom of kind {made[0]!r}, seed "
+                         f"{made[1]} and {made[2]} lesions, not {kind!r}, {seed} and "
+                         f"{lesions}; use another folder")
+    (out_dir / "PHANTOM_README.txt").write_text(_readme(kind, lesions))
+    if kind == "icbm":
+        from .icbm import NOTICE
+
+        (out_dir / "COPYING-ICBM152.txt").write_text(NOTICE)
     todo = [i for i in range(n_subjects) if overwrite or not (
         (out_dir / f"{subject_id(i)}-T1.nii.gz").is_file()
         and (out_dir / f"{subject_id(i)}-T2.nii.gz").is_file())]
+    args = [(out_dir, i, seed, kind, str(icbm_dir) if icbm_dir else None, lesions)
+            for i in todo]
     if workers > 1 and len(todo) > 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         context = multiprocessing.get_context("spawn")  # no forked TensorFlow state
         with ProcessPoolExecutor(min(workers, len(todo)), mp_context=context) as pool:
-            infos = list(pool.map(_write_subject, [out_dir] * len(todo), todo,
-                                  [seed] * len(todo), [kind] * len(todo)))
+            infos = list(pool.map(_write_subject, *zip(*args)))
     else:
-        infos = [_write_subject(out_dir, i, seed, kind) for i in todo]
+        infos = [_write_subject(*a) for a in args]
     known = {s["subject"]: s for s in previous.get("subjects", []) + infos}
     record.write_text(json.dumps({"phantom": True, "seed": seed, "kind": kind,
-                                  "description": DESCRIPTION,
+                                  "lesions": lesions, "description": DESCRIPTION,
                                   "subjects": [known[k] for k in sorted(known)]}, indent=1))
     return out_dir
+
+
+def _readme(kind: str, lesions: int) -> str:
+    if kind == "icbm":
+        return ("These NIfTI files are a PHANTOM generated by `python -m colab_utils phantom`\n"
+                "(kind 'icbm') from the MNI ICBM 2009c symmetric T1/T2 pair (a population\n"
+                "average of 152 adults; its copyright notice is in COPYING-ICBM152.txt), with\n"
+                "random deformation, pose, bias field and noise per pseudo-subject"
+                + (f" and up to\n{lesions} lesion-like spots each" if lesions else "")
+                + ". They are not images of\nreal subjects.\n")
+    return ("These NIfTI files are a PHANTOM generated by `python -m colab_utils phantom` from\n"
+            "nilearn's MNI152 2009 template and tissue maps, with random deformation, pose,\n"
+            f"bias field and noise per pseudo-subject (kind {kind!r}). They are not images of\n"
+            "real subjects.\n")
