@@ -1,7 +1,8 @@
 """How often the demo CycleGAN fails: seeds 0 … N−1 on the same phantom data.
 
-Trains the demo preset's CycleGAN once per seed (the data and split fixed, only the
-networks' seed varying; the collapse check and its restarts as in the preset),
+Trains the demo preset's CycleGAN (or ``--method``, e.g. cyclegan_s) once per seed
+(the data and split fixed, only the networks' seed varying; the collapse check and its
+restarts as in the preset),
 scores each on the validation subjects (never test) and prints one JSON line:
 
 * ``collapsed``: runs that end more than 0.1 below the Simple baseline's validation
@@ -14,7 +15,8 @@ scores each on the validation subjects (never test) and prints one JSON line:
   masked SSIM both ways (mean of the per-subject means), tissue order, restarts and
   the seed it finished with.
 
-    python benchmarks/seeds.py --seeds 5 [--data STORE] [--out DIR] [--set NAME=VALUE ...]
+    python benchmarks/seeds.py --seeds 5 [--method cyclegan] [--data STORE] [--out DIR]
+                               [--set NAME=VALUE ...]
 
 ``--set`` changes a setting of the preset by name (e.g. ``--set max_restarts=0`` to
 count the raw collapses, or a stabiliser under trial); ``--data`` reuses a demo slice
@@ -71,6 +73,8 @@ def _validation_scores(run: Path, store: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--method", default="cyclegan",
+                        help="the learned method to train per seed (default cyclegan)")
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--data", help="a demo slice store (default: made under --out)")
     parser.add_argument("--out", default="runs/seeds", help="where the runs go")
@@ -100,10 +104,10 @@ def main() -> None:
     per_seed, restarts, collapsed = [], 0, 0
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         experiment = base.with_overrides(seed=seed)
-        run = RunDir(out / f"cyclegan-seed{seed}")
+        run = RunDir(out / f"{args.method}-seed{seed}")
         entry = {"seed": seed}
         try:
-            train(method_config(experiment, "cyclegan"), run.path, store, show_inline=False)
+            train(method_config(experiment, args.method), run.path, store, show_inline=False)
             entry.update(_validation_scores(run.path, store))
         except TrainingFailed as err:
             entry["error"] = str(err)
@@ -117,9 +121,10 @@ def main() -> None:
         collapsed += gross
         per_seed.append(entry)
         print(json.dumps(entry), file=sys.stderr)
-    config = method_config(base, "cyclegan")
+    config = method_config(base, args.method)
     print(json.dumps({
-        "benchmark": "seeds", "preset": "demo", "overrides": overrides, "seeds": args.seeds,
+        "benchmark": "seeds", "preset": "demo", "method": args.method,
+        "phantom_kind": base.data.phantom_kind, "overrides": overrides, "seeds": args.seeds,
         "collapsed": collapsed, "restarts": restarts,
         "first_attempt_collapsed": sum(entry["restarts"] > 0 or "error" in entry
                                        for entry in per_seed),

@@ -49,8 +49,10 @@ RESUMABLE_CHANGES = frozenset({
     "grid_slices", "validate", "validate_every", "verbose", "tensorboard",
     # The collapse check watches and decides; it does not change a step.
     "collapse_check", "collapse_grace", "max_restarts",
-    # Checkpoints hold one copy of each variable: a run may resume on other hardware.
-    "strategy",
+    # Checkpoints hold one copy of each variable, and the loss scale of mixed_float16
+    # apart from the optimizer's moments: a run may resume on other hardware, under
+    # another strategy or dtype policy (a T4's mixed_float16, a CPU's mixed_bfloat16).
+    "strategy", "precision",
     # The schedule is a function of (lr, step), not a saved state: resuming with a
     # smaller lr continues from the newest good checkpoint at the lower rate (the
     # way back from a non-finite loss).
@@ -218,6 +220,9 @@ class TrainConfig(_Settings):
     unit_weights: tuple = UNIT_PAPER_WEIGHTS
     # UNIT's learning rate is lr times this (its paper's 1e-4 against CycleGAN's 2e-4).
     unit_lr_factor: float = 0.5
+    # UNIT's latent noise in training: the standard deviation of the Gaussian added to the
+    # encoders' mean code (1 in its paper: q(z|x) = N(E(x), I)).
+    unit_noise: float = 1.0
     # Paired L1 weights: the supervised term of CycleGAN_s and UNIT_s; pix2pix's L1 term.
     lambda_supervised: float = 10.0
     lambda_l1: float = 100.0
@@ -280,11 +285,16 @@ class TrainConfig(_Settings):
 
     @property
     def checks_collapse(self) -> bool:
-        """Whether the collapse check runs: on CycleGAN, whose failure it was built for
-        (colab_utils.training.health). Not on CycleGAN_s, UNIT or UNIT_s: in short runs they still
-        trail Simple by more than the check's margin while learning, so a verdict would
-        not mean collapse (docs/EXPERIMENTS.md)."""
-        return self.collapse_check and self.model == "cyclegan"
+        """Whether the collapse check runs (colab_utils.training.health): on CycleGAN and
+        CycleGAN_s, whose failure (the source's tissue order kept) it was built for."""
+        return self.collapse_check and self.model in ("cyclegan", "cyclegan_s")
+
+    @property
+    def measures_health(self) -> bool:
+        """Whether the collapse check's figures are measured after every epoch (every
+        learned method: its learning curve on validation slices against Simple); only
+        :attr:`checks_collapse` methods are judged on them."""
+        return self.collapse_check and self.model != "simple"
 
     @property
     def gan_mode(self) -> str:
@@ -334,6 +344,7 @@ class TrainConfig(_Settings):
             raise ValueError(f"config field 'lambda_supervised': model {self.model!r} needs a "
                              f"positive supervised weight, got {self.lambda_supervised}")
         _check_number("unit_lr_factor", self.unit_lr_factor, lower=0, inclusive=False)
+        _check_number("unit_noise", self.unit_noise, lower=0, inclusive=True)
         if len(self.unit_weights) != 5 or any(
                 isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0
                 for w in self.unit_weights):

@@ -38,7 +38,7 @@ from ..log import get_logger, progress
 from . import axial
 from .intensity import normalise
 from .nifti import load_volume
-from .store import SliceStore
+from .store import SliceStore, split_settings
 
 logger = get_logger(__name__)
 
@@ -237,7 +237,7 @@ def assemble(store: SliceStore, records: dict, config: DataConfig,
         ``{subject: split}`` (outliers left out with ``exclude_outliers``).
     """
     from .qc import flag_outliers
-    from .splits import assign, unpaired_modalities
+    from .splits import assign, small_split_notes, unpaired_modalities
 
     flag_outliers(records)
     flagged = sorted(s for s, r in records.items() if r["outlier"])
@@ -246,11 +246,14 @@ def assemble(store: SliceStore, records: dict, config: DataConfig,
                        "; left out" if config.exclude_outliers else "")
     kept = [s for s in sorted(records) if not (config.exclude_outliers and s in flagged)]
     assignment = assign(kept, seed=config.split_seed, val_fraction=config.val_fraction,
-                        test_fraction=config.test_fraction, split_file=config.split_file or None)
+                        test_fraction=config.test_fraction, split_file=config.split_file or None,
+                        recorded=store.recorded_splits(config))
+    for note in small_split_notes(assignment):
+        logger.warning("%s", note)
     train = sorted(s for s in assignment if assignment[s] == "train")
     modality = unpaired_modalities(train, seed=config.split_seed) if config.unpaired else None
     written = store.commit(assignment, records, failures, unpaired_modality=modality,
-                           shard_size=config.shard_size)
+                           shard_size=config.shard_size, split_settings=split_settings(config))
     counts = {k: sum(v == k for v in assignment.values()) for k in ("train", "val", "test")}
     left_out = len(records) - len(assignment)
     logger.info("split: %d train, %d val, %d test subjects%s%s", counts["train"],

@@ -118,6 +118,13 @@ class SliceStore:
         """The subjects of ``split`` (``None``: the store records no splits)."""
         return self.splits().get(split)
 
+    def recorded_splits(self, config) -> dict[str, str]:
+        """``{subject: split}`` as recorded, when the store was split with the split
+        settings of ``config`` (``{}`` otherwise: new split settings split afresh)."""
+        if self.record().get("split_settings") != split_settings(config):
+            return {}
+        return {s: split for split, members in self.splits().items() for s in members}
+
     def left_out(self) -> list[str]:
         return list(self.record().get("left_out", []))
 
@@ -247,7 +254,8 @@ class SliceStore:
         _savez(self.subject_file(subject), **arrays, record=json.dumps(record))
 
     def commit(self, assignment: dict[str, str], records: dict[str, dict], failures: dict,
-               *, unpaired_modality: dict[str, str] | None, shard_size: int) -> bool:
+               *, unpaired_modality: dict[str, str] | None, shard_size: int,
+               split_settings: dict | None = None) -> bool:
         """Write the shards, ``index.csv``, ``qc.csv`` and the record for ``assignment``
         (``{subject: split}``). Returns ``False`` when the store already held exactly
         this content (nothing is rewritten)."""
@@ -256,6 +264,9 @@ class SliceStore:
         qc += [{"subject": s, "error": error} for s, error in sorted(failures.items())]
         if self.record().get("content_version") == version and self.exists():
             write_csv(self.qc_file, qc, QC_COLUMNS)  # a failure may have been retried
+            if self.record().get("split_settings") != split_settings:
+                write_record(self.record_file, {**self.record(),
+                                                "split_settings": split_settings})
             return False
         rows = []
         for split in SPLITS:
@@ -270,7 +281,7 @@ class SliceStore:
             "splits": {k: sorted(s for s in assignment if assignment[s] == k) for k in SPLITS},
             "left_out": sorted(set(records) - set(assignment)),
             "paired": {"train": not unpaired_modality, "val": True, "test": True},
-            "content_version": version})
+            "split_settings": split_settings, "content_version": version})
         write_record(self.record_file, record)
         return True
 
@@ -308,6 +319,12 @@ class SliceStore:
                     buffers[f"{modality}_mask"].append(masks[i])
         flush()
         return rows
+
+
+def split_settings(config) -> dict:
+    """The settings a store's split depends on."""
+    return {k: getattr(config, k) for k in ("split_seed", "val_fraction", "test_fraction",
+                                            "split_file", "exclude_outliers")}
 
 
 def content_version(settings: dict, assignment: dict, records: dict,

@@ -85,7 +85,8 @@ def build_model(config: TrainConfig, steps_per_epoch: int,
                 lambda_supervised=(config.lambda_supervised if config.model == "unit_s"
                                    else 0.0),
                 gan_mode=config.gan_mode, image_size=config.image_size,
-                channels=config.network_channels, seed=config.seed, name="unit")
+                channels=config.network_channels, seed=config.seed, noise=config.unit_noise,
+                name="unit")
         generators = (define_generator(config, "gen_t1_to_t2"),
                       define_generator(config, "gen_t2_to_t1"))
         discriminators = ((define_discriminator(config, "disc_t1"),

@@ -100,10 +100,27 @@ class TranslationModel(keras.Model):
         return self.gen_t1_to_t2(inputs, training=training)
 
     def state_groups(self) -> dict[str, list]:
-        """Every variable that defines the training state, grouped for checkpoints."""
-        groups = {"model": self.variables, "gen_optimizer": self.gen_optimizer.variables}
-        if self.disc_optimizer is not None:
-            groups["disc_optimizer"] = self.disc_optimizer.variables
+        """Every variable that defines the training state, grouped for checkpoints.
+
+        An optimizer's own state (Adam's step and moments) is one group, and the loss
+        scaling that ``mixed_float16`` wraps it in another (``*_loss_scale``), so that a
+        checkpoint written under one dtype policy resumes under any other: the moments
+        carry over, the loss scale is created or dropped
+        (:func:`colab_utils.training.checkpoints.restore_state`).
+        """
+        groups = {"model": self.variables}
+        for name, optimizer in (("gen_optimizer", self.gen_optimizer),
+                                ("disc_optimizer", self.disc_optimizer)):
+            if optimizer is None:
+                continue
+            inner = getattr(optimizer, "inner_optimizer", None)
+            if inner is None:
+                groups[name] = optimizer.variables
+                continue
+            mine = {id(v) for v in inner.variables}
+            groups[name] = inner.variables
+            groups[f"{name}_loss_scale"] = [v for v in optimizer.variables
+                                            if id(v) not in mine]
         return groups
 
     def _update_generators(self, real_t1, real_t2) -> dict:

@@ -54,11 +54,12 @@ class UNIT(TranslationModel):
         image_size, channels: The translators' input shape.
         seed: Seed of the latent noise (a function of the seed and the step, so
             a resumed run draws what an uninterrupted one would).
+        noise: The latent noise's standard deviation in training (1, the paper's).
     """
 
     def __init__(self, networks: dict, disc_t1, disc_t2, *, weights=UNIT_PAPER_WEIGHTS,
                  lambda_supervised=0.0, gan_mode="bce", image_size=None, channels=1, seed=0,
-                 **kwargs):
+                 noise=1.0, **kwargs):
         missing = sorted(set(PARTS) - set(networks))
         if missing:
             raise ValueError(f"networks: missing UNIT parts {missing}")
@@ -83,6 +84,7 @@ class UNIT(TranslationModel):
         self.lambda_supervised = float(lambda_supervised)
         self.gen_adv_loss, self.disc_adv_loss = losses.adversarial_losses(gan_mode)
         self.seed = int(seed)
+        self.noise = float(noise)
 
     @property
     def generator_variables(self):
@@ -110,7 +112,7 @@ class UNIT(TranslationModel):
                          + 1024 * tf.cast(replica_id, tf.int64),
                          tf.cast(self.global_step.value, tf.int64)])
         noise = tf.random.stateless_normal(tf.shape(mean), seed, dtype=tf.float32)
-        return mean + tf.cast(noise, mean.dtype)
+        return mean + tf.cast(self.noise * noise, mean.dtype)
 
     def _generator_losses(self, real_t1, real_t2, training):
         """Both VAEs, both translations and both cycles, and their loss terms."""

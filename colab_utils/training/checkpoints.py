@@ -153,9 +153,35 @@ def collect_state(groups: dict[str, list]) -> dict[str, np.ndarray]:
             for group, variables in groups.items() for i, v in enumerate(variables)}
 
 
-def restore_state(groups: dict[str, list], arrays: dict[str, np.ndarray], source: str) -> None:
-    """Assign a :func:`collect_state` snapshot back; raise ``ValueError`` on any mismatch."""
-    for group, variables in groups.items():
+def restore_state(groups: dict[str, list], arrays: dict[str, np.ndarray], source: str
+                  ) -> dict[str, str]:
+    """Assign a :func:`collect_state` snapshot back; raise ``ValueError`` on any mismatch.
+
+    Loss-scale groups (``*_loss_scale``, the state ``mixed_float16`` adds to an
+    optimizer) may be on one side only: a checkpoint of another dtype policy resumes,
+    its loss scale dropped or a new one started. Checkpoints of earlier versions held
+    the loss scale's four variables at the front of the optimizer's group; they are
+    split off first.
+
+    Returns:
+        ``{group: what happened}`` for the groups on one side only (empty when the
+        checkpoint matches the model exactly).
+    """
+    arrays = _split_legacy_loss_scale(groups, arrays)
+    stored_groups = {k.split("/", 1)[0] for k in arrays}
+    changes = {}
+    for group in sorted(stored_groups - set(groups)):
+        if not group.endswith("_loss_scale"):
+            raise ValueError(f"{source}: holds variables of {group!r}, which this model does "
+                             "not have; was it written by a different configuration?")
+        changes[group] = "dropped (this dtype policy scales no loss)"
+    for group in sorted(set(groups) - stored_groups):
+        if not group.endswith("_loss_scale"):
+            raise ValueError(f"{source}: expected {len(groups[group])} {group!r} variables, "
+                             "got 0; was it written by a different configuration?")
+        changes[group] = "started afresh (the checkpoint's dtype policy scaled no loss)"
+    present = {g: v for g, v in groups.items() if g in stored_groups}
+    for group, variables in present.items():
         stored = sorted(k for k in arrays if k.startswith(f"{group}/"))
         if len(stored) != len(variables):
             raise ValueError(f"{source}: expected {len(variables)} '{group}' variables, got "
@@ -165,6 +191,30 @@ def restore_state(groups: dict[str, list], arrays: dict[str, np.ndarray], source
             if tuple(value.shape) != tuple(v.shape):
                 raise ValueError(f"{source}: variable {group}/{i} ({v.path}) expected shape "
                                  f"{tuple(v.shape)}, got {tuple(value.shape)}")
-    for group, variables in groups.items():
+    for group, variables in present.items():
         for i, v in enumerate(variables):
             v.assign(arrays[f"{group}/{i:05d}"])
+    return changes
+
+
+# The variables a LossScaleOptimizer adds in front of its inner optimizer's:
+# iteration, learning_rate, step_counter, dynamic_scale.
+_LEGACY_LOSS_SCALE = 4
+
+
+def _split_legacy_loss_scale(groups: dict, arrays: dict) -> dict:
+    """A checkpoint of an earlier version under ``mixed_float16`` kept the loss scale's
+    variables inside the optimizer's group: move them to their own group."""
+    out = dict(arrays)
+    for name in ("gen_optimizer", "disc_optimizer"):
+        stored = sorted(k for k in arrays if k.startswith(f"{name}/"))
+        if f"{name}_loss_scale/00000" in arrays or name not in groups or \
+                len(stored) != len(groups[name]) + _LEGACY_LOSS_SCALE:
+            continue
+        for i, key in enumerate(stored):
+            del out[key]
+            if i < _LEGACY_LOSS_SCALE:
+                out[f"{name}_loss_scale/{i:05d}"] = arrays[key]
+            else:
+                out[f"{name}/{i - _LEGACY_LOSS_SCALE:05d}"] = arrays[key]
+    return out

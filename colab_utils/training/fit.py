@@ -149,11 +149,11 @@ def train(config: TrainConfig, run_dir, data=None, *, train_data: SliceSet | Non
     run.prepare(config)
     run.record_data(_data_record(data, train_data, val_data))
     check = None
-    if config.checks_collapse and config.validate:
+    if config.measures_health and config.validate:
         if usable(val_data):
             check = CollapseCheck(val_data, train_data, grace_epochs=config.collapse_grace,
-                                  epochs=validation_epochs(config),
-                                  context=config.context_slices)
+                                  context=config.context_slices,
+                                  judge=config.checks_collapse)
         else:
             logger.warning("%s: no paired validation slices with brain masks; training "
                            "without the collapse check", run.path)
@@ -196,7 +196,7 @@ def _train_attempt(config: TrainConfig, run: RunDir, train_data: SliceSet,
         model = build_model(dataclasses.replace(config, seed=seed), spe, policy)
 
     manager = CheckpointManager(run.checkpoints, keep=config.keep_checkpoints)
-    resumed_from = _restore(model, manager, spe, attempts)
+    resumed_from = _restore(model, manager, spe, attempts, policy, describe(strategy))
     step = int(model.global_step.numpy())
     logger.info("%s run %s: policy %s, %s, %d steps/epoch, %s%s of %d", config.model,
                 run.path, policy, describe(strategy), spe,
@@ -211,6 +211,8 @@ def _train_attempt(config: TrainConfig, run: RunDir, train_data: SliceSet,
                 "variables": {k: [v.path for v in vs] for k, vs in model.state_groups().items()}}
         manager.save(at_step, collect_state(model.state_groups()), meta)
 
+    if check is not None:  # the trend starts from this attempt's recorded epochs
+        check.start(viz.read_history(run.history) if resumed_from is not None else [])
     # What the networks see: each slice with its neighbours (2.5-D), or the slice.
     val_data = with_context(val_data, config.context_slices)
     callbacks = _callbacks(config, run, val_data, show_inline, save, spe, check,
@@ -327,9 +329,11 @@ def _fit_simple(config: TrainConfig, run: RunDir, train_data: SliceSet,
                                     {"simple_baseline": path}), 0)
 
 
-def _restore(model, manager: CheckpointManager, spe: int, attempts: Attempts) -> int | None:
+def _restore(model, manager: CheckpointManager, spe: int, attempts: Attempts, policy: str,
+             strategy: str) -> int | None:
     """Load the newest valid checkpoint of the current attempt into ``model``; return its
-    step or ``None``. Checkpoints of another attempt are never loaded (set aside)."""
+    step or ``None``. Checkpoints of another attempt are never loaded (set aside). A
+    checkpoint of another dtype policy or strategy resumes (said in the log)."""
     found = manager.latest()
     if found is not None and found[2].get("attempt", 0) != attempts.current:
         attempts.set_aside(found[2].get("attempt", 0))
@@ -342,6 +346,11 @@ def _restore(model, manager: CheckpointManager, spe: int, attempts: Attempts) ->
             f"{manager.directory}: checkpoint step {step} was written with "
             f"{meta.get('steps_per_epoch')} steps per epoch, this data gives {spe}; "
             "resume with the same data and batch size or use a new run directory")
-    restore_state(model.state_groups(), arrays,
-                  source=str(manager.directory / f"ckpt-{step:09d}"))
+    changes = restore_state(model.state_groups(), arrays,
+                            source=str(manager.directory / f"ckpt-{step:09d}"))
+    before = (meta.get("policy"), meta.get("strategy"))
+    if before[0] not in (None, policy) or before[1] not in (None, strategy) or changes:
+        logger.info("resuming step %d, written under %s (%s), now under %s (%s): the weights "
+                    "and optimizer moments carry over%s", step, before[0], before[1], policy,
+                    strategy, "".join(f"; {g}: {what}" for g, what in changes.items()))
     return step

@@ -4,8 +4,8 @@ A CycleGAN can fail without any loss going wrong: early on, the generators
 settle on translations that keep the source's tissue order (white matter
 brighter than grey on a "T2"), which a cycle loss is happy with, and never
 leave them (docs/EXPERIMENTS.md). On Colab that costs hours before anyone sees it.
-So after every validated epoch, on a fixed set of validation slices (never
-test), :class:`CollapseCheck` measures for each direction:
+So after every epoch, on a fixed set of validation slices (never test),
+:class:`CollapseCheck` measures for each direction:
 
 * ``health_ssim_*``: the translation's masked SSIM against the real target;
 * ``health_simple_*``: the Simple baseline's, fitted on the training slices in
@@ -15,11 +15,16 @@ test), :class:`CollapseCheck` measures for each direction:
   oppositely, so a translation that keeps the source's order correlates
   negatively with the target whatever its SSIM.
 
-A run has collapsed when, past ``collapse_grace`` epochs, a direction is more
-than :data:`COLLAPSE_MARGIN` below the Simple baseline or its order is
-negative. The figures go to ``history.csv`` (and so to the loss curves and the
-grid's caption); the verdict raises :class:`TrainingCollapsed`, which training
-answers by starting again with the next seed (:func:`colab_utils.training.fit.train`).
+A run has collapsed when, past ``collapse_grace`` epochs, a direction keeps the
+source's tissue order (its order is negative), or it is more than
+:data:`COLLAPSE_MARGIN` below the Simple baseline *and not improving*: its SSIM
+rose by less than :data:`MIN_GAIN` since the epoch before. A run that trails
+Simple while it learns (on real contrast, learning runs trail it for the first
+few hundred steps) is left to learn; one that stalls far below it, or learnt the
+wrong order, is not. The figures go to ``history.csv`` (and so to the loss
+curves and the grid's caption); the verdict raises :class:`TrainingCollapsed`,
+which training answers by starting again with the next seed
+(:func:`colab_utils.training.fit.train`).
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ from ..models.simple import SimpleBaseline
 from ..models.translation import generate
 
 COLLAPSE_MARGIN = 0.1
+# Less SSIM gain than this from one epoch to the next is "not improving".
+MIN_GAIN = 0.02
 # Validation slices the check translates (evenly spaced through the split).
 CHECK_SLICES = 48
 # Brain pixels the rank correlation is computed on (evenly spaced).
@@ -99,21 +106,26 @@ class CollapseCheck:
         val: Paired validation slices with masks (:func:`usable`).
         train: Training slices (the Simple baseline is fitted on them).
         grace_epochs: No verdict before this many epochs.
-        epochs: The epochs (from 1) after which training validates; the check runs
-            after those only.
+        epochs: The epochs (from 1) after which the check measures (all of them by
+            default).
         context: The model's 2.5-D context (it sees each slice with this many
             neighbours; its middle output channel is measured).
+        judge: Raise :class:`TrainingCollapsed` on a collapse (``False``: only measure,
+            for the learning curves of methods the check does not restart).
     """
 
-    def __init__(self, val: SliceSet, train: SliceSet, *, grace_epochs: int, epochs,
-                 context: int = 0):
+    def __init__(self, val: SliceSet, train: SliceSet, *, grace_epochs: int, epochs=None,
+                 context: int = 0, judge: bool = True):
         index = val.spread(CHECK_SLICES)
         stacks = with_context(val, context)
         self.inputs = {"t1_to_t2": stacks.t1[index], "t2_to_t1": stacks.t2[index]}
         self.slices = _subset(val, CHECK_SLICES)
         self.masks = self.slices.mask.astype(bool)
         self.grace = int(grace_epochs)
-        self.epochs = set(epochs)
+        self.judge = bool(judge)
+        self.epochs = None if epochs is None else set(epochs)
+        # The figures of each complete epoch measured (for the trend), by epoch.
+        self.measured: dict[int, dict] = {}
         self.simple = {}
         baseline = SimpleBaseline.fit(train)
         for direction in DIRECTIONS:
@@ -141,19 +153,32 @@ class CollapseCheck:
             figures[f"health_order_{direction}"] = contrast_order(target, out, self.masks)
         return figures
 
+    def start(self, history: list[dict]) -> None:
+        """Begin an attempt whose ``history.csv`` rows so far are ``history`` (a resumed
+        attempt's earlier epochs count for the trend)."""
+        self.measured = {int(row["epoch"]): row for row in history
+                         if isinstance(row.get("health_ssim_t1_to_t2"), float)}
+        self.last = {}
+
     @staticmethod
-    def verdict(figures: dict) -> list[str]:
-        """Why the figures mean a collapse (empty: they do not)."""
+    def verdict(figures: dict, before: dict | None = None) -> list[str]:
+        """Why the figures mean a collapse (empty: they do not); ``before``: the figures
+        of the epoch before (``None``: none measured, the margin alone decides)."""
         reasons = []
         for direction in DIRECTIONS:
             mine, floor = figures[f"health_ssim_{direction}"], figures[f"health_simple_{direction}"]
             order = figures[f"health_order_{direction}"]
-            if mine < floor - COLLAPSE_MARGIN:
-                reasons.append(f"{direction} masked SSIM {mine:.3f}, more than "
-                               f"{COLLAPSE_MARGIN} below the Simple baseline's {floor:.3f}")
             if order < 0:
                 reasons.append(f"{direction} keeps the source's tissue order (rank "
                                f"correlation with the target {order:.2f})")
+            elif mine < floor - COLLAPSE_MARGIN:
+                gain = None if before is None else mine - before[f"health_ssim_{direction}"]
+                if gain is None or gain < MIN_GAIN:
+                    reasons.append(
+                        f"{direction} masked SSIM {mine:.3f}, more than {COLLAPSE_MARGIN} "
+                        f"below the Simple baseline's {floor:.3f}"
+                        + ("" if gain is None else f", and not improving ({gain:+.3f} since "
+                                                   "the epoch before)"))
         return reasons
 
     def callbacks(self, steps_per_epoch: int) -> tuple[keras.callbacks.Callback,
@@ -167,15 +192,19 @@ class CollapseCheck:
         class Measure(keras.callbacks.Callback):
             def on_epoch_end(self, epoch, logs=None):
                 check.last = {}
-                if epoch + 1 in check.epochs and logs is not None:
+                if (check.epochs is None or epoch + 1 in check.epochs) and logs is not None:
                     check.last = check.measure(generators(self.model))
                     logs.update(check.last)
 
         class Guard(keras.callbacks.Callback):
             def on_epoch_end(self, epoch, logs=None):
                 complete = int(self.model.global_step.numpy()) == (epoch + 1) * steps_per_epoch
-                if check.last and complete and epoch + 1 > check.grace:
-                    reasons = check.verdict(check.last)
+                if not (check.last and complete):
+                    return
+                before = check.measured.get(epoch)  # the epoch before this one
+                check.measured[epoch + 1] = check.last
+                if check.judge and epoch + 1 > check.grace:
+                    reasons = check.verdict(check.last, before)
                     if reasons:
                         raise TrainingCollapsed(epoch + 1, reasons)
 
