@@ -22,7 +22,8 @@ from .presets import PRESETS, preset
 PREFIX = "setting_"
 # DataConfig fields of each command that works on data.
 PHANTOM_FIELDS = ("subjects", "phantom_kind", "phantom_seed", "phantom_lesions", "workers")
-PREPROCESS_FIELDS = ("slices", "seed_slice", "slice_range", "min_brain_fraction", "slice_size",
+PREPROCESS_FIELDS = ("pair_pattern", "slices", "seed_slice", "slice_range", "min_brain_fraction",
+                     "slice_size",
                      "clip_low", "clip_high", "val_fraction", "test_fraction", "split_seed",
                      "split_file", "unpaired", "exclude_outliers", "shard_size", "workers")
 
@@ -69,6 +70,11 @@ def _cmd_train(args) -> int:
 
     result = train(training_config(args), args.run_dir, args.data, show_inline=False,
                    stop_at_step=args.stop_at_step)
+    if result.stopped:
+        print(f"stopped by the {result.stopped} at step {result.global_step}/"
+              f"{result.total_steps} with a checkpoint in {result.run_dir}; run the same "
+              "command again to continue")
+        return 0
     print(f"trained to step {result.global_step}/{result.total_steps}; "
           f"outputs written to {result.run_dir}")
     return 0
@@ -116,10 +122,20 @@ def _cmd_pipeline(args) -> int:
     from .pipeline import run_pipeline
 
     record = run_pipeline(pipeline_settings(args), args.out, args.data)
+    if record["unfinished"]:
+        print(f"{record['warnings'][0]}; what is trained is kept in {args.out}")
+        return 0
     print(f"whole chain done in {record['total_seconds']:.0f} s; report: {record['report']}")
     for failure in record["failed"]:
         print(f"error: {failure['method']} has no model: {failure['error']}", file=sys.stderr)
     return 3 if record["failed"] else 0
+
+
+def _cmd_list(args) -> int:
+    from .workspace import markdown
+
+    print(markdown(args.workdir), end="")
+    return 0
 
 
 def _cmd_toy(args) -> int:
@@ -148,15 +164,15 @@ def _cmd_phantom(args) -> int:
 
 
 def _cmd_preprocess(args) -> int:
-    from .data.nifti import FOLDER_PATTERN, IXI_PATTERN, find_pairs
+    from .data.nifti import find_pairs
     from .data.preprocess import preprocess
     from .data.store import SliceStore
 
-    pattern = {"ixi": IXI_PATTERN, "folder": FOLDER_PATTERN}.get(args.pattern, args.pattern)
-    pairing = find_pairs(args.input, pattern)
+    data = _data_config(args)
+    pairing = find_pairs(args.input, data.pair_pattern)
     print(f"[preprocess] {pairing.report()}")
     pairs = dict(sorted(pairing.pairs.items())[: args.limit] if args.limit else pairing.pairs)
-    store = preprocess(pairs, args.out, _data_config(args))
+    store = preprocess(pairs, args.out, data)
     print(f"slice store written to {store} (its QC montages in {SliceStore(store).qc_images})")
     return 0
 
@@ -253,9 +269,6 @@ def build_parser() -> argparse.ArgumentParser:
                     "the split settings re-splits without registering again.")
     prep.add_argument("--input", required=True, help="folder of T1/T2 NIfTI files")
     prep.add_argument("--out", required=True, help="slice store directory")
-    prep.add_argument("--pattern", default="folder",
-                      help="'ixi', 'folder' (ID-T1.nii.gz / ID_t2.nii.gz ...) or a regular "
-                           "expression with named groups 'id' and 'modality'")
     prep.add_argument("--limit", type=int, default=0, help="only the first N subjects")
     _add_setting_flags(prep, DataConfig(), PREPROCESS_FIELDS, "data settings")
     prep.set_defaults(func=_cmd_preprocess)
@@ -327,6 +340,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_setting_flags(pipe, demo.train, TrainConfig.field_names(), "training settings")
     _add_setting_flags(pipe, demo, Experiment.own_fields(), "comparison settings")
     pipe.set_defaults(func=_cmd_pipeline)
+
+    listing = commands.add_parser(
+        "list", help="what a workspace holds: its slice stores and runs",
+        description="One table of the slice stores in WORKDIR/data (source, subjects per "
+                    "split, slices) and one of the runs in WORKDIR/runs (method, steps, "
+                    "finished, evaluated).")
+    listing.add_argument("workdir", metavar="WORKDIR", help="a workspace (a notebook's WORKDIR)")
+    listing.set_defaults(func=_cmd_list)
 
     toy = commands.add_parser("toy", help="write a synthetic slice dataset with a known answer")
     toy.add_argument("--out", required=True, help="output directory")

@@ -7,12 +7,12 @@ badges and install cells name it too (for a fork, ``python tools/notebooks.py
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from .log import get_logger
+from .runtime.devices import hardware
 
 logger = get_logger(__name__)
 
@@ -90,42 +90,6 @@ def form_settings(**fields) -> dict:
         if value is not None and value != "":
             settings[name] = value
     return settings
-
-
-def hardware() -> dict:
-    """The accelerator this runtime has and the mixed-precision policy chosen for it."""
-    import tensorflow as tf
-
-    from .runtime.distribute import auto_strategy_name
-    from .runtime.precision import auto_policy, cpu_has_bf16
-
-    tpus = tf.config.list_logical_devices("TPU")
-    gpus = tf.config.list_physical_devices("GPU")
-    if tpus:
-        device = f"TPU ({len(tpus)} cores; untested by this project)"
-    elif gpus:
-        details = tf.config.experimental.get_device_details(gpus[0])
-        name = details.get("device_name", "GPU")
-        capability = details.get("compute_capability")
-        device = f"{len(gpus)} × {name}" + (f" (compute {capability[0]}.{capability[1]})"
-                                            if capability else "")
-    else:
-        device = "CPU only" + (" (bfloat16 instructions)" if cpu_has_bf16() else "")
-    return {"device": device, "policy": auto_policy(), "strategy": auto_strategy_name(),
-            "tensorflow": tf.__version__, "cpu": cpu_name(), "cpus": os.cpu_count()}
-
-
-def cpu_name() -> str:
-    """The processor's model name (``/proc/cpuinfo``; ``platform`` elsewhere)."""
-    import platform
-
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and ":" in line:
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
 
 
 def report_hardware() -> dict:

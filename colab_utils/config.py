@@ -35,6 +35,8 @@ PAIRED_MODELS = ("cyclegan_s", "unit_s", "pix2pix", "supervised")
 UNIT_MODELS = ("unit", "unit_s")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "default", "mirrored", "tpu", "multiworker")
+# XLA compilation of the training step: as Keras decides ("auto": on GPUs), or forced.
+JIT_CHOICES = ("auto", "true", "false")
 SOURCES = ("phantom", "ixi", "folder", "gdrive")
 PHANTOM_KINDS = ("head", "brain", "thick", "icbm")
 PROTOCOLS = ("", "ixi-40")
@@ -45,14 +47,15 @@ UNIT_PAPER_WEIGHTS = (10.0, 0.1, 100.0, 0.1, 100.0)
 # Fields of TrainConfig that may differ when resuming a run: they change how long it
 # trains or how it reports, not what a step computes.
 RESUMABLE_CHANGES = frozenset({
-    "epochs", "epochs_decay", "checkpoint_every_steps", "keep_checkpoints",
-    "grid_slices", "validate", "validate_every", "verbose", "tensorboard",
+    "epochs", "epochs_decay", "checkpoint_every_steps", "checkpoint_minutes",
+    "keep_checkpoints", "max_minutes", "grid_slices", "validate", "validate_every", "verbose",
+    "tensorboard",
     # The collapse check watches and decides; it does not change a step.
     "collapse_check", "collapse_grace", "max_restarts",
     # Checkpoints hold one copy of each variable, and the loss scale of mixed_float16
     # apart from the optimizer's moments: a run may resume on other hardware, under
     # another strategy or dtype policy (a T4's mixed_float16, a CPU's mixed_bfloat16).
-    "strategy", "precision",
+    "strategy", "precision", "jit_compile",
     # The schedule is a function of (lr, step), not a saved state: resuming with a
     # smaller lr continues from the newest good checkpoint at the lower rate (the
     # way back from a non-finite loss).
@@ -64,9 +67,9 @@ RESUMABLE_CHANGES = frozenset({
 LEGACY = {
     "renamed": {"max_steps_per_epoch": "steps_per_epoch"},
     "removed": {"norm": "instance", "disc_norm": "auto", "upsampling": "transpose",
-                "gan_mode": "auto", "warmup_steps": 0, "disc_lr_scale": 1.0,
-                "jit_compile": False},
-    "values": {"precision": {"off": "float32"}},
+                "gan_mode": "auto", "warmup_steps": 0, "disc_lr_scale": 1.0},
+    "values": {"precision": {"off": "float32"},
+               "jit_compile": {False: "false", True: "true"}},
     # Removed settings that never changed what a run computes: any value is dropped.
     "ignored": ("notes",),
 }
@@ -125,6 +128,9 @@ class DataConfig(_Settings):
     subjects: int = 10
     folder: str = ""
     gdrive_id: str = ""
+    # How T1 and T2 files are paired by subject ("": ID-T1/ID_t2/sub-01_T1w names and
+    # BraTS 2023's t1n/t2w; "ixi"; or a regular expression with groups id and modality).
+    pair_pattern: str = ""
     # A published protocol that fixes subjects, splits and slices ("ixi-40").
     protocol: str = ""
     # The offline phantom: "head" (tissue maps; a full head like IXI's), "brain"
@@ -247,9 +253,16 @@ class TrainConfig(_Settings):
     precision: str = "float32"
     # tf.distribute strategy (colab_utils.runtime.distribute); batch_size is the global batch.
     strategy: str = "auto"
-    # Bookkeeping.
+    # XLA compilation of the training step (JIT_CHOICES): "auto" as Keras decides.
+    jit_compile: str = "auto"
+    # Bookkeeping: a checkpoint after every epoch, every n steps (0: off) and every n
+    # minutes inside long epochs (0: off), the newest keep_checkpoints kept.
     checkpoint_every_steps: int = 0
-    keep_checkpoints: int = 3
+    checkpoint_minutes: float = 10.0
+    keep_checkpoints: int = 2
+    # A session's time budget in minutes (0: none): training stops with a checkpoint
+    # before it ends; run again to continue (a Colab session, a cluster job's limit).
+    max_minutes: float = 0.0
     grid_slices: int = 4
     validate: bool = True
     # Validate after every n-th epoch and after the last (the image grid is drawn
@@ -311,11 +324,12 @@ class TrainConfig(_Settings):
         check_choice("model", self.model, MODELS)
         check_choice("precision", self.precision, PRECISIONS)
         check_choice("strategy", self.strategy, STRATEGIES)
+        check_choice("jit_compile", self.jit_compile, JIT_CHOICES)
         positive = ("image_size", "channels", "gen_filters", "disc_filters", "disc_layers",
                     "batch_size", "keep_checkpoints", "validate_every")
         non_negative = ("n_res_blocks", "pool_size", "context_slices", "epochs", "epochs_decay",
                         "steps_per_epoch", "checkpoint_every_steps", "grid_slices",
-                        "collapse_grace", "max_restarts",
+                        "collapse_grace", "max_restarts", "checkpoint_minutes", "max_minutes",
                         "lambda_cycle", "lambda_identity", "lambda_structure",
                         "lambda_supervised", "lambda_l1", "verbose")
         for name in positive:
@@ -498,8 +512,9 @@ def _upgrade(values: dict, source: str) -> dict:
     for name in LEGACY["ignored"]:
         values.pop(name, None)
     for name, mapping in LEGACY["values"].items():
-        if values.get(name) in mapping:
-            values[name] = mapping[values[name]]
+        value = values.get(name)
+        if any(value is old or (value == old and type(value) is type(old)) for old in mapping):
+            values[name] = mapping[value]
     return values
 
 

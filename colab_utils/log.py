@@ -2,9 +2,10 @@
 
 Each module logs with ``logger = get_logger(__name__)``. The package's logger has
 one handler of its own, which writes ``[stage] message`` lines (``[preprocess]``,
-``[fit]``, ``[pipeline]``; warnings say so) to the standard output as it is at
-that moment, so the lines show in a notebook cell, in a terminal and in a
-captured test alike. Records also propagate to the root logger, where an
+``[fit]``, ``[pipeline]``; warnings say so) to the standard error as it is at
+that moment (beside tqdm's bars; a command's answer and a benchmark's JSON line
+keep the standard output), so the lines show in a notebook cell, in a terminal
+and in a captured test alike. Records also propagate to the root logger, where an
 application's own logging (or pytest's ``caplog``) sees them.
 
 To quieten the package: ``logging.getLogger("colab_utils").setLevel(logging.WARNING)``.
@@ -19,16 +20,16 @@ import sys
 PACKAGE = "colab_utils"
 
 
-class _CurrentStdout(logging.StreamHandler):
-    """A stream handler that writes to whatever ``sys.stdout`` is when a record comes
-    (a notebook, pytest and ``contextlib.redirect_stdout`` all replace it)."""
+class _CurrentStderr(logging.StreamHandler):
+    """A stream handler that writes to whatever ``sys.stderr`` is when a record comes
+    (a notebook, pytest and ``contextlib.redirect_stderr`` all replace it)."""
 
     def __init__(self):
-        super().__init__(sys.stdout)
+        super().__init__(sys.stderr)
 
     @property
     def stream(self):
-        return sys.stdout
+        return sys.stderr
 
     @stream.setter
     def stream(self, value):  # StreamHandler.__init__ sets it; the property decides
@@ -50,8 +51,8 @@ class _StageFormatter(logging.Formatter):
 
 def _install() -> logging.Logger:
     root = logging.getLogger(PACKAGE)
-    if not any(isinstance(h, _CurrentStdout) for h in root.handlers):
-        handler = _CurrentStdout()
+    if not any(isinstance(h, _CurrentStderr) for h in root.handlers):
+        handler = _CurrentStderr()
         handler.setFormatter(_StageFormatter())
         root.addHandler(handler)
         if root.level == logging.NOTSET:

@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 
 from .config import DataConfig, Experiment
-from .data.store import SliceStore
 from .fileio import write_record
 from .log import get_logger
 from .presets import method_config, preset
 from .training.rundir import RunDir
+from .workspace import run_name, source_name, store_name
 
 logger = get_logger(__name__)
 
@@ -44,17 +44,23 @@ class StepTimer:
         return result
 
 
-def phantom_name(data: DataConfig) -> str:
-    """The phantom folder's name for these settings (``phantom-icbm``, ...)."""
-    lesions = f"-lesions{data.phantom_lesions}" if (data.phantom_kind == "icbm"
-                                                   and data.phantom_lesions) else ""
-    return f"phantom-{data.phantom_kind}{lesions}"
+def phantom_folder(data: DataConfig, data_dir) -> Path:
+    """Where the phantom of these settings is written (``phantom-icbm``, ...)."""
+    seed = f"-seed{data.phantom_seed}" if data.phantom_seed else ""
+    return Path(data_dir) / f"{source_name(data)}{seed}"
 
 
 def store_path(data: DataConfig, data_dir) -> Path:
-    """Where the slice store of these data settings lives under ``data_dir``."""
-    name = data.protocol or (phantom_name(data) if data.source == "phantom" else data.source)
-    return Path(data_dir) / f"{name}_store"
+    """Where the slice store of these data settings lives under ``data_dir``
+    (:func:`colab_utils.workspace.store_name`)."""
+    return Path(data_dir) / store_name(data)
+
+
+def method_run(experiment: Experiment, method: str, store, out) -> Path:
+    """The run directory of one method of the experiment on ``store``, under ``out``
+    (:func:`colab_utils.workspace.run_name`): the same settings and data always give the
+    same folder."""
+    return Path(out) / run_name(method_config(experiment, method), store)
 
 
 def available_phantom(data: DataConfig, data_dir) -> DataConfig:
@@ -101,7 +107,7 @@ def prepare_data(data: DataConfig, data_dir="data", *, timer: StepTimer | None =
     data_dir = Path(data_dir)
     if data.source == "phantom":
         data = available_phantom(data, data_dir)
-        folder = data_dir / phantom_name(data)
+        folder = phantom_folder(data, data_dir)
         timer("phantom", lambda: write_phantom(
             folder, data.subjects, data.phantom_seed, kind=data.phantom_kind,
             workers=data.workers, icbm_dir=data_dir / "icbm152",
@@ -118,7 +124,7 @@ def prepare_data(data: DataConfig, data_dir="data", *, timer: StepTimer | None =
         if not data.folder or not Path(data.folder).is_dir():
             raise FileNotFoundError(f"source 'folder': expected a folder of T1/T2 NIfTI "
                                     f"pairs, got {data.folder!r}")
-        pairs = find_pairs(data.folder).pairs
+        pairs = find_pairs(data.folder, data.pair_pattern).pairs
     else:
         if not data.gdrive_id:
             raise ValueError("source 'gdrive': expected the ID (or share URL) of a Google "
@@ -126,7 +132,7 @@ def prepare_data(data: DataConfig, data_dir="data", *, timer: StepTimer | None =
         path = timer("download gdrive", lambda: download_gdrive(data.gdrive_id,
                                                                  data_dir / "gdrive",
                                                                  folder=True))
-        pairs = find_pairs(path).pairs
+        pairs = find_pairs(path, data.pair_pattern).pairs
     if len(pairs) < 3:
         raise ValueError(f"{data.source}: expected at least 3 subjects with both a T1 and a "
                          f"T2 (train, val and test need one each), found {len(pairs)}")
@@ -135,55 +141,52 @@ def prepare_data(data: DataConfig, data_dir="data", *, timer: StepTimer | None =
     return store
 
 
-def _set_aside(run: RunDir, changes: list[str]) -> None:
-    n = 1
-    while run.path.with_name(f"{run.name}.stale-{n}").exists():
-        n += 1
-    target = run.path.with_name(f"{run.name}.stale-{n}")
-    run.path.rename(target)
-    logger.warning("%s: the store's subjects changed since it trained (%s); moved to %s and "
-                   "training again", run.name, "; ".join(changes), target)
-
-
-def train_method(experiment: Experiment, method: str, store, out, *, show_inline=False):
-    """Train (or resume, or find finished) one method of the experiment into
-    ``OUT/METHOD``; a run on other subjects than the store's is set aside first."""
+def train_method(experiment: Experiment, method: str, store, out, *, show_inline=False,
+                 deadline: float | None = None):
+    """Train (or resume, or find finished) one method of the experiment into its run
+    directory under ``out`` (:func:`method_run`; a run on other subjects or settings
+    lives on under its own name), stopping with a checkpoint before ``deadline``
+    (:func:`time.monotonic`; default: ``max_minutes`` from now, when set)."""
     from .training.fit import train
 
-    run = RunDir(Path(out) / method)
-    if run.path.is_dir():
-        changes = run.subject_changes({k: SliceStore(store).subjects(k)
-                                       for k in ("train", "val")})
-        if changes:
-            _set_aside(run, changes)
-    return train(method_config(experiment, method), run.path, store, show_inline=show_inline)
+    return train(method_config(experiment, method), method_run(experiment, method, store, out),
+                 store, show_inline=show_inline, deadline=deadline)
 
 
 def train_methods(store, out, experiment: Experiment, *, timer: StepTimer | None = None,
-                  show_inline=False, failed: list | None = None) -> list[Path]:
-    """Train (or resume, or find finished) every method into ``OUT/METHOD``.
+                  show_inline=False, failed: list | None = None,
+                  deadline: float | None = None, unfinished: list | None = None) -> list[Path]:
+    """Train (or resume, or find finished) every method into its run directory.
 
     A method whose training fails (:class:`~colab_utils.training.health.TrainingFailed`: a
     collapse that restarts did not rescue, a non-finite loss) is logged, appended to
     ``failed`` as ``{"method", "error"}`` and left out of the returned runs; the
-    other methods still train. Without ``failed`` the error is raised."""
+    other methods still train. Without ``failed`` the error is raised. When the
+    session's ``deadline`` stops a method, it and the methods after it are appended to
+    ``unfinished`` and training ends (the next session continues)."""
     from .training.health import TrainingFailed
 
     timer = timer or StepTimer()
     runs = []
-    for method in experiment.methods:
+    for i, method in enumerate(experiment.methods):
         config = method_config(experiment, method)
         steps = config.total_epochs * config.steps_per_epoch if method != "simple" else 0
         try:
-            timer(f"train {method}", lambda method=method: train_method(
-                experiment, method, store, out, show_inline=show_inline), steps=steps)
+            result = timer(f"train {method}", lambda method=method: train_method(
+                experiment, method, store, out, show_inline=show_inline, deadline=deadline),
+                steps=steps)
+            if result.stopped:
+                if unfinished is None:
+                    raise TrainingFailed(f"{method}: stopped by the {result.stopped}")
+                unfinished += list(experiment.methods[i:])
+                return runs
         except TrainingFailed as err:
             if failed is None:
                 raise
             logger.error("%s FAILED: %s", method, err)
             failed.append({"method": method, "error": str(err)})
             continue
-        runs.append(Path(out) / method)
+        runs.append(method_run(experiment, method, store, out))
     return runs
 
 
@@ -234,12 +237,27 @@ def run_pipeline(experiment: Experiment | None = None, out="runs/phantom",
     )
 
     experiment = (experiment or preset("demo")).validated()
+    minutes = experiment.train.max_minutes
+    deadline = time.monotonic() + 60 * minutes if minutes > 0 else None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     timer = StepTimer()
     store = prepare_data(experiment.data, data_dir, timer=timer)
     failed: list[dict] = []
-    runs = train_methods(store, out, experiment, timer=timer, failed=failed)
+    unfinished: list[str] = []
+    runs = train_methods(store, out, experiment, timer=timer, failed=failed,
+                         deadline=deadline, unfinished=unfinished)
+    if unfinished:
+        record = {"settings": experiment.to_dict(), "data": str(store), "steps": timer.steps,
+                  "total_seconds": round(sum(s["seconds"] for s in timer.steps), 1),
+                  "report": None, "unfinished": unfinished, "failed": failed,
+                  "warnings": [f"the session's {minutes:g} minutes ended while "
+                               f"{unfinished[0]} trained: run the pipeline again to "
+                               f"continue ({', '.join(unfinished)} to go)"],
+                  "table": [], "validation_table": []}
+        write_record(out / "pipeline.json", record)
+        logger.warning("%s", record["warnings"][0])
+        return record
     warnings = [f"{f['method']} has no model: {f['error']}" for f in failed]
     reference = comparison_reference(runs, experiment.reference)
     if reference not in (None, experiment.reference):
@@ -265,7 +283,7 @@ def run_pipeline(experiment: Experiment | None = None, out="runs/phantom",
               "total_seconds": round(sum(s["seconds"] for s in timer.steps), 1),
               "report": str(test.directory / "report.md") if test else None,
               "warnings": warnings, "machine": machine_record(runs), "failed": failed,
-              "restarts": restarts_record(runs)}
+              "unfinished": [], "restarts": restarts_record(runs)}
     tables = {"table": test.table if test else [],
               "validation_table": validation.table if validation else []}
     if test is not None:

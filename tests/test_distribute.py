@@ -18,9 +18,11 @@ from colab_utils.runtime.distribute import (
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_auto_picks_tpu_then_cluster_then_default():
+def test_auto_picks_a_visible_tpu_then_cluster_then_default():
     assert auto_strategy_name({}) == "default"  # this CPU machine: one device
-    assert auto_strategy_name({"COLAB_TPU_ADDR": "10.0.0.2:8470"}) == "tpu"
+    # Colab's old TPU variable means nothing now (its TPU runtime has no TensorFlow).
+    assert auto_strategy_name({"COLAB_TPU_ADDR": "10.0.0.2:8470"}) == "default"
+    assert auto_strategy_name({"TPU_NAME": "local"}) == "tpu"
     cluster = json.dumps({"cluster": {"worker": ["a:1", "b:1"]},
                           "task": {"type": "worker", "index": 0}})
     assert tf_config_tasks({"TF_CONFIG": cluster}) == 2

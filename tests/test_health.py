@@ -130,9 +130,18 @@ def test_a_run_far_below_simple_is_left_to_learn_while_it_improves():
     learning = CollapseCheck.verdict(_figures(0.29), before=_figures(0.20))
     assert learning == []
     stalled = CollapseCheck.verdict(_figures(0.29), before=_figures(0.28))
-    assert len(stalled) == 2 and "not improving (+0.010 since the epoch before)" in stalled[0]
+    assert len(stalled) == 2 and "and not improving (+0.010 since the epoch before)" in stalled[0]
     # Without an epoch before it (a verdict right after the start), the margin decides.
     assert len(CollapseCheck.verdict(_figures(0.29))) == 2
+    # Far below and improving, but the discriminators have won (LSGAN loss 0.05, against
+    # 0.25 at balance; two collapsed demo seeds on real contrast): a collapse.
+    won = CollapseCheck.verdict(_figures(0.19), before=_figures(0.01),
+                                losses={"disc_t1": 0.05, "disc_t2": 0.19})
+    assert len(won) == 2 and "discriminators have won (loss T1 0.050)" in won[0]
+    assert CollapseCheck.verdict(_figures(0.19), before=_figures(0.01),
+                                 losses={"disc_t1": 0.25, "disc_t2": 0.27}) == []
+    # At the last epoch far below Simple is a failure whatever the trend.
+    assert len(CollapseCheck.verdict(_figures(0.5), before=_figures(0.3), final=True)) == 2
     # Close to Simple: fine whatever the trend; the source's order kept: never fine.
     assert CollapseCheck.verdict(_figures(0.80), before=_figures(0.81)) == []
     kept = CollapseCheck.verdict(_figures(0.60, order=-0.3), before=_figures(0.40))
@@ -283,7 +292,7 @@ def test_report_lists_each_restart_and_the_seed_that_finished(tmp_path):
 
 def test_a_store_without_masks_trains_without_the_check(tmp_path, toy_data, capsys):
     train(_short(epochs=1), tmp_path / "run", toy_data, show_inline=False)
-    assert "training without the collapse check" in capsys.readouterr().out
+    assert "training without the collapse check" in capsys.readouterr().err
     first = read_history(tmp_path / "run" / "history.csv")[0]
     assert not any(k.startswith("health_") for k in first) and "val_gen_total" in first
 

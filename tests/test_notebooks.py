@@ -234,7 +234,7 @@ def test_workspace_and_hardware_outside_colab(tmp_path, monkeypatch, capsys):
     assert info["policy"] in ("float32", "mixed_bfloat16", "mixed_float16")
     assert info["strategy"] == "default"  # one CPU device
     assert info["cpus"] == os.cpu_count() and info["cpu"] not in ("", "unknown")
-    assert info["device"] in capsys.readouterr().out
+    assert info["device"] in capsys.readouterr().err  # logged
     with pytest.raises(FileNotFoundError, match="missing.png"):
         colab.show_image(tmp_path / "missing.png")
     colab.show_markdown("| a |\n|---|\n| 1 |")

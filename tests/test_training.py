@@ -308,3 +308,44 @@ def test_a_step_checkpoint_never_stands_for_an_epoch_that_was_not_judged():
     assert saved == [2]
     checkpoint.on_epoch_end(0)
     assert saved == [2, 4]
+
+
+def test_a_session_budget_stops_with_a_checkpoint_and_the_next_session_finishes(
+        tmp_path, toy_data, messages):
+    import time
+
+    from colab_utils.training.callbacks import SessionBudget
+    from colab_utils.training.checkpoints import CheckpointManager
+
+    config = smoke_config(steps_per_epoch=3, epochs=1, epochs_decay=1, tensorboard=False,
+                          grid_slices=1, validate=False)
+    run = tmp_path / "run"
+    # A budget that ends during the first steps (the floor for a step and a checkpoint
+    # is SessionBudget.SAVE_SECONDS).
+    first = train(config, run, toy_data, show_inline=False,
+                  deadline=time.monotonic() + SessionBudget.SAVE_SECONDS + 1)
+    assert first.stopped == "time budget" and not first.finished
+    assert 0 < first.global_step < 6
+    assert CheckpointManager(run / "checkpoints").steps()[-1] == first.global_step
+    assert not (run / "export").exists()  # not a finished model
+    assert any("time budget is reached at step" in m and "run the same command" in m.lower()
+               for m in messages)
+    second = train(config, run, toy_data, show_inline=False)
+    assert second.resumed_from == first.global_step and second.finished
+    assert (run / "export" / "gen_t1_to_t2.keras").is_file()
+    # A budget shorter than a step and a checkpoint: said before anything starts.
+    with pytest.raises(ValueError, match=r"time budget leaves .* less than a step and a "
+                                         r"checkpoint"):
+        train(config.replace(max_minutes=0.1), tmp_path / "other", toy_data,
+              show_inline=False)
+    assert not (tmp_path / "other").exists()
+
+
+def test_the_run_estimates_its_time_in_sessions():
+    from colab_utils.training.callbacks import time_estimate
+
+    # 2,500 steps per epoch for 200 epochs at 0.2 s a step (ixi-40 on a T4, roughly):
+    # 500,000 steps, about 28 h; in 50-minute sessions, 34 of them.
+    estimate = time_estimate(0.2, 500_000, 500_000, session_minutes=50)
+    assert estimate["sessions"] == 34 and "about 27.8 h" in estimate["text"]
+    assert "34 more session(s)" in estimate["text"]

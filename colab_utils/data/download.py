@@ -385,7 +385,8 @@ def download_gdrive(file_id_or_url: str, dest, *, checksum=None, folder: bool = 
 
     Returns:
         The verified file (an existing one that verifies is not downloaded
-        again), or the folder.
+        again), or the folder (a folder downloaded whole before is not downloaded
+        again: its ``.downloaded`` marker says so).
 
     Raises:
         ValueError: Bad ID/URL, a checksum with ``folder=True``, or a
@@ -399,9 +400,14 @@ def download_gdrive(file_id_or_url: str, dest, *, checksum=None, folder: bool = 
     gdown = _gdown()
     if not folder:
         return _gdrive_file(gdown, drive_id, dest, checksum, progress)
+    done = Path(dest) / ".downloaded"
+    if done.is_file():  # the whole folder came down before: not again
+        logger.info("%s: Google Drive folder %s already downloaded", dest, drive_id)
+        return Path(dest)
     files = gdown.download_folder(id=drive_id, output=str(dest), quiet=not progress)
     if files is None:
         raise DownloadError(f"Google Drive folder {drive_id}: gdown returned no files")
+    done.write_text(f"{drive_id}\n{len(files)} files\n")
     return Path(dest)
 
 

@@ -75,6 +75,10 @@ def fetch_ixi(dest, *, subjects: int | None = None, manifest=None, progress: boo
     if subjects is not None:
         if subjects < 1:
             raise ValueError(f"subjects: expected >= 1, got {subjects}")
+        have = find_pairs(dest, IXI_PATTERN).pairs if dest.is_dir() else {}
+        if len(have) >= subjects:  # fetched before: nothing is streamed again
+            logger.info("IXI: %d paired subjects already in %s", len(have), dest)
+            return dict(sorted(have.items())[:subjects])
         t1_files = stream_tar_members(t1_source.url, dest / "t1", select=_T1.search,
                                       limit=subjects, progress=progress, **download_options)
         wanted = {_T1.search(p.name).group(1) for p in t1_files}

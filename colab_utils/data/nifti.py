@@ -18,7 +18,10 @@ import nibabel as nib
 import numpy as np
 
 IXI_PATTERN = r"(?P<id>IXI\d{3}-[A-Za-z]+-\d{4})-(?P<modality>T1|T2)\.nii(\.gz)?$"
-FOLDER_PATTERN = r"(?P<id>.+?)[-_.](?P<modality>(?i:t1w?|t2w?))\.nii(\.gz)?$"
+# ``ID-T1.nii.gz``, ``ID_t2.nii``, ``sub-01_T1w.nii.gz`` and BraTS 2023's native scans
+# ``BraTS-GLI-00000-000-t1n.nii.gz`` / ``-t2w.nii.gz`` (not its contrast-enhanced t1c or
+# FLAIR t2f).
+FOLDER_PATTERN = r"(?P<id>.+?)[-_.](?P<modality>(?i:t1[wn]?|t2w?))\.nii(\.gz)?$"
 MAX_DIM = 2048
 
 
@@ -158,8 +161,16 @@ def pair_subjects(files, pattern: str = FOLDER_PATTERN) -> Pairing:
                    missing_t1=sorted(s for s, m in found.items() if "t1" not in m))
 
 
+def pairing_pattern(name: str) -> str:
+    """A pairing pattern from a setting: ``""`` or ``"folder"`` (:data:`FOLDER_PATTERN`),
+    ``"ixi"`` (:data:`IXI_PATTERN`), or a regular expression as it is."""
+    return {"": FOLDER_PATTERN, "folder": FOLDER_PATTERN, "ixi": IXI_PATTERN}.get(name, name)
+
+
 def find_pairs(folder, pattern: str = FOLDER_PATTERN) -> Pairing:
-    """Pair all NIfTI files below ``folder`` (recursively) by subject ID."""
+    """Pair all NIfTI files below ``folder`` (recursively) by subject ID (``pattern``: a
+    regular expression, or a name :func:`pairing_pattern` knows)."""
+    pattern = pairing_pattern(pattern)
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"data folder not found: {folder}")

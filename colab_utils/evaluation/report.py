@@ -106,9 +106,9 @@ def store_report(store) -> str:
 
 
 def machine_record(runs) -> dict:
-    """Where the runs were computed: :func:`colab_utils.colab.hardware` and the dtype
+    """Where the runs were computed: :func:`colab_utils.runtime.devices.hardware` and the dtype
     policy each run trained in (its ``summary.json``; ``None`` when it has none)."""
-    from ..colab import hardware
+    from ..runtime.devices import hardware
 
     policies = {Path(run).name: RunDir(run).summary().get("policy") for run in runs}
     return {**hardware(), "policies": policies}

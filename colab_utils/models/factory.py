@@ -110,5 +110,6 @@ def build_model(config: TrainConfig, steps_per_epoch: int,
                                config.epochs_decay * steps_per_epoch)
         return make_optimizer(policy, schedule, config.beta_1, config.beta_2)
 
-    model.compile(optimizer(), optimizer() if adversarial else None)
+    model.compile(optimizer(), optimizer() if adversarial else None,
+                  jit_compile={"auto": "auto", "true": True, "false": False}[config.jit_compile])
     return model

@@ -18,14 +18,16 @@ ours to get right are:
 
 Strategies, by name (``TrainConfig.strategy``):
 
-* ``"auto"``: a TPU when one is attached (Colab's TPU runtime sets
-  ``COLAB_TPU_ADDR``, Cloud TPU VMs ``TPU_NAME``), several machines when
+* ``"auto"``: a TPU when TensorFlow sees one, several machines when
   ``TF_CONFIG`` names more than one task, every GPU when there are two or
-  more, else the default (one device).
+  more, else the default (one device). (Colab's TPU runtime is now a TPU VM
+  without TensorFlow, so the notebooks do not offer TPUs; the old
+  ``COLAB_TPU_ADDR`` is not looked at.)
 * ``"default"``: TensorFlow's default strategy, the first GPU or the CPU.
 * ``"mirrored"``: ``MirroredStrategy`` over every GPU (over every logical CPU
   device when there is no GPU, which is how the tests run it).
-* ``"tpu"``: ``TPUStrategy`` on the attached TPU.
+* ``"tpu"``: ``TPUStrategy`` on a TPU that TensorFlow can reach (a Cloud TPU VM with
+  ``tensorflow-tpu``; untested by this project).
 * ``"multiworker"``: ``MultiWorkerMirroredStrategy``, configured by the
   ``TF_CONFIG`` environment variable of each machine.
 """
@@ -57,9 +59,9 @@ def tf_config_tasks(environ=None) -> int:
 
 
 def tpu_attached(environ=None) -> bool:
-    """Whether this runtime advertises a TPU (Colab's or a Cloud TPU VM's variables)."""
+    """Whether TensorFlow sees a TPU here (a Cloud TPU VM names it in ``TPU_NAME``)."""
     environ = os.environ if environ is None else environ
-    return bool(environ.get("COLAB_TPU_ADDR") or environ.get("TPU_NAME"))
+    return bool(environ.get("TPU_NAME")) or bool(tf.config.list_logical_devices("TPU"))
 
 
 def auto_strategy_name(environ=None) -> str:

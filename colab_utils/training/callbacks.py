@@ -167,31 +167,135 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
 
 
 class CheckpointCallback(keras.callbacks.Callback):
-    """Calls ``save(step)`` every ``every_steps`` steps (0: never) and after every epoch.
+    """Calls ``save(step)`` after every epoch, every ``every_steps`` steps (0: never) and
+    when ``every_minutes`` have passed since the last save (0: never; for epochs longer
+    than that: a session that ends inside one loses at most those minutes).
 
     A step that ends an epoch is saved by the epoch's end, after every callback before
     this one has judged the epoch (the collapse check): a step checkpoint there would
     let a run killed before the verdict resume past an epoch nobody judged.
     """
 
-    def __init__(self, save, every_steps: int = 0, steps_per_epoch: int = 0):
+    def __init__(self, save, every_steps: int = 0, steps_per_epoch: int = 0,
+                 every_minutes: float = 0.0):
         super().__init__()
         self.save = save
         self.every_steps = int(every_steps)
         self.steps_per_epoch = int(steps_per_epoch)
+        self.every_seconds = 60.0 * float(every_minutes)
         self._last_saved = None
+        self._saved_at = time.monotonic()
 
     def _save(self):
         step = int(self.model.global_step.numpy())
         if step != self._last_saved:
             self.save(step)
-            self._last_saved = step
+            self._last_saved, self._saved_at = step, time.monotonic()
 
     def on_train_batch_end(self, batch, logs=None):
         step = int(self.model.global_step.numpy())
-        ends_epoch = self.steps_per_epoch and step % self.steps_per_epoch == 0
-        if self.every_steps and step % self.every_steps == 0 and not ends_epoch:
+        if self.steps_per_epoch and step % self.steps_per_epoch == 0:
+            return  # the epoch's end saves it
+        due = (self.every_steps and step % self.every_steps == 0) or (
+            self.every_seconds and time.monotonic() - self._saved_at >= self.every_seconds)
+        if due:
             self._save()
 
     def on_epoch_end(self, epoch, logs=None):
         self._save()
+
+
+class SessionBudget(keras.callbacks.Callback):
+    """Stops training, cleanly, before a session's time runs out.
+
+    ``deadline`` is a :func:`time.monotonic` time. After each step the callback checks
+    whether another step and a checkpoint still fit before it (twice the slowest of the
+    recent steps and the longest save, with a floor of :data:`SAVE_SECONDS`); when not,
+    it stops training: the epoch's end then records the partial epoch and saves a
+    checkpoint, and the next session resumes from it.
+    """
+
+    SAVE_SECONDS = 15.0
+
+    def __init__(self, deadline: float):
+        super().__init__()
+        self.deadline = deadline
+        self.stopped_at: int | None = None
+        self._began = None
+        self._steps: list[float] = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._began = time.monotonic()
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.monotonic()
+        if self._began is not None:
+            self._steps = (self._steps + [now - self._began])[-20:]
+        needed = 2 * max(self._steps or [0.0]) + self.SAVE_SECONDS
+        if now + needed > self.deadline:
+            self.stopped_at = int(self.model.global_step.numpy())
+            self.model.stop_training = True
+
+
+class RunProgress(keras.callbacks.Callback):
+    """A progress bar over the whole run (steps, steps per second, time left), and once,
+    after the first steps (tracing excluded), an estimate of the run's time on this
+    device: in total, and in sessions of ``session_minutes`` when they are set."""
+
+    ESTIMATE_AFTER = 20
+
+    def __init__(self, total_steps: int, start_step: int, *, describe: str = "",
+                 session_minutes: float = 0.0, log=None):
+        super().__init__()
+        self.total, self.start = int(total_steps), int(start_step)
+        self.describe, self.session_minutes = describe, float(session_minutes)
+        self.log = log
+        self.bar = None
+        self._times: list[float] = []
+        self.estimate: dict | None = None
+
+    def on_train_begin(self, logs=None):
+        from ..log import progress
+
+        if self.bar is None:
+            self.bar = progress(total=self.total, initial=self.start, desc="steps",
+                                unit="step")
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._times.append(time.monotonic())
+        if self.bar is not None:
+            self.bar.update(1)
+        if self.estimate is None and len(self._times) > self.ESTIMATE_AFTER:
+            seconds = float(np.median(np.diff(self._times[1:])))  # the first step traces
+            step = int(self.model.global_step.numpy())
+            self.estimate = time_estimate(seconds, self.total - step, self.total,
+                                          self.session_minutes)
+            if self.log is not None:
+                self.log(f"{seconds:.3f} s a step on {self.describe}: "
+                         f"{self.estimate['text']}")
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def time_estimate(step_seconds: float, steps_left: int, total_steps: int,
+                  session_minutes: float = 0.0) -> dict:
+    """The time a run needs at ``step_seconds`` a step: ``{"left_s", "total_s",
+    "sessions", "text"}`` (``sessions``: of ``session_minutes``, when set)."""
+    left, total = step_seconds * steps_left, step_seconds * total_steps
+    text = f"about {_duration(left)} left of about {_duration(total)} in all"
+    sessions = None
+    if session_minutes > 0:
+        sessions = int(np.ceil(left / (60 * session_minutes)))
+        text += f"; with {session_minutes:g}-minute sessions, {sessions} more session(s)"
+    return {"left_s": left, "total_s": total, "sessions": sessions, "text": text}
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

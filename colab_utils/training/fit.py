@@ -17,6 +17,7 @@ other subjects (a store whose split changed) is refused.
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from ..data.store import SliceStore, load_split
 from ..log import get_logger
 from ..models.factory import build_model
 from ..models.simple import SimpleBaseline
+from ..runtime.devices import device_name
 from ..runtime.distribute import check_global_batch, describe, resolve_strategy
 from ..runtime.precision import resolve_policy
 from . import callbacks as cb
@@ -57,6 +59,13 @@ class TrainResult:
     resumed_from: int | None
     policy: str
     exported: dict
+    # Why training stopped before its last step in this call ("" when it did not: it
+    # finished, or stop_at_step was reached).
+    stopped: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return self.global_step >= self.total_steps
 
 
 def _subjects(slices: SliceSet | None) -> list[str] | None:
@@ -110,7 +119,8 @@ def _load_data(config: TrainConfig, data, train_data, val_data):
 
 def train(config: TrainConfig, run_dir, data=None, *, train_data: SliceSet | None = None,
           val_data: SliceSet | None = None, show_inline: bool | str = "auto",
-          stop_at_step: int | None = None, extra_callbacks=()) -> TrainResult:
+          stop_at_step: int | None = None, deadline: float | None = None,
+          extra_callbacks=()) -> TrainResult:
     """Train (or resume) a run of ``config.model`` in ``run_dir``.
 
     ``cyclegan`` and ``unit`` train on unpaired batches; ``cyclegan_s``, ``unit_s``,
@@ -131,6 +141,9 @@ def train(config: TrainConfig, run_dir, data=None, *, train_data: SliceSet | Non
             reached, e.g. to fit a Colab session; run again to continue. An
             epoch cut short this way is reported (grid, history row) at the
             stop and reported again, complete, when it finishes.
+        deadline: A :func:`time.monotonic` time to stop before, with a checkpoint
+            (default: ``config.max_minutes`` from now, when set): a session's budget.
+            The result then says ``stopped``; run again to continue.
         extra_callbacks: More Keras callbacks.
 
     Returns:
@@ -144,6 +157,13 @@ def train(config: TrainConfig, run_dir, data=None, *, train_data: SliceSet | Non
             after ``max_restarts`` restarts.
     """
     config = config.validated()
+    if deadline is None and config.max_minutes > 0:
+        deadline = time.monotonic() + 60 * config.max_minutes
+    if deadline is not None and deadline - time.monotonic() < cb.SessionBudget.SAVE_SECONDS:
+        raise ValueError(
+            f"the session's time budget leaves {max(deadline - time.monotonic(), 0):.0f} s, "
+            f"less than a step and a checkpoint ({cb.SessionBudget.SAVE_SECONDS:.0f} s at "
+            "least); give more minutes (max_minutes) or none (0)")
     run = RunDir(run_dir)
     train_data, val_data = _load_data(config, data, train_data, val_data)
     run.prepare(config)
@@ -176,14 +196,14 @@ def train(config: TrainConfig, run_dir, data=None, *, train_data: SliceSet | Non
         try:
             return _train_attempt(config, run, train_data, val_data, attempts, check,
                                   show_inline=show_inline, stop_at_step=stop_at_step,
-                                  extra_callbacks=extra_callbacks)
+                                  deadline=deadline, extra_callbacks=extra_callbacks)
         except TrainingCollapsed as err:
             attempts.collapse(config, err)
 
 
 def _train_attempt(config: TrainConfig, run: RunDir, train_data: SliceSet,
                    val_data: SliceSet, attempts: Attempts, check, *, show_inline,
-                   stop_at_step, extra_callbacks) -> TrainResult:
+                   stop_at_step, deadline, extra_callbacks) -> TrainResult:
     """One attempt of a run: its seed is the run's plus the attempt's number."""
     seed = attempts.seed(config)
     _configure_reproducibility(config, seed)
@@ -209,7 +229,15 @@ def _train_attempt(config: TrainConfig, run: RunDir, train_data: SliceSet,
                 "policy": policy, "strategy": describe(strategy), "config": config.to_dict(),
                 "attempt": attempts.current, "seed": seed,
                 "variables": {k: [v.path for v in vs] for k, vs in model.state_groups().items()}}
-        manager.save(at_step, collect_state(model.state_groups()), meta)
+        path = manager.save(at_step, collect_state(model.state_groups()), meta)
+        if not saved:
+            size = path.stat().st_size / 1e6
+            logger.info("checkpoints: %.1f MB each, the newest %d kept (about %.0f MB) in %s",
+                        size, config.keep_checkpoints, size * config.keep_checkpoints,
+                        run.checkpoints)
+        saved.append(at_step)
+
+    saved: list[int] = []
 
     if check is not None:  # the trend starts from this attempt's recorded epochs
         check.start(viz.read_history(run.history) if resumed_from is not None else [])
@@ -217,6 +245,13 @@ def _train_attempt(config: TrainConfig, run: RunDir, train_data: SliceSet,
     val_data = with_context(val_data, config.context_slices)
     callbacks = _callbacks(config, run, val_data, show_inline, save, spe, check,
                            extra_callbacks)
+    limit = total_steps if stop_at_step is None else min(total_steps, stop_at_step)
+    budget = cb.SessionBudget(deadline) if deadline is not None else None
+    progress = cb.RunProgress(total_steps, step, describe=device_name(),
+                              session_minutes=config.max_minutes,
+                              log=lambda text: logger.info("%s", text))
+    # The budget before the checkpoint (its stop is saved by the epoch's end).
+    callbacks = [progress] + ([budget] if budget else []) + callbacks
     # Validation needs no gradients: a multiple of the batch size of at least
     # VAL_BATCH images per batch (fewer calls). Several replicas: only whole batches,
     # so that no replica gets an empty share.
@@ -225,9 +260,9 @@ def _train_attempt(config: TrainConfig, run: RunDir, train_data: SliceSet,
                            drop_remainder=strategy.num_replicas_in_sync > 1
                            and len(val_data) >= val_batch)
               if config.validate else None)
-    limit = total_steps if stop_at_step is None else min(total_steps, stop_at_step)
     try:
-        step = _fit(model, config, seed, train_data, val_ds, callbacks, spe, step, limit)
+        step = _fit(model, config, seed, train_data, val_ds, callbacks, spe, step, limit,
+                    budget)
     except cb.NonFiniteLossError as err:
         kept = manager.steps()
         raise TrainingFailed(
@@ -236,6 +271,15 @@ def _train_attempt(config: TrainConfig, run: RunDir, train_data: SliceSet,
             + ". To roll back and continue at a lower learning rate, run the same "
             f"command again with a smaller --lr (now {config.lr:g}): it resumes from that "
             "checkpoint. If it happens again, check the data.") from err
+    finally:
+        progress.close()
+    if budget is not None and budget.stopped_at is not None and step < total_steps:
+        left = (progress.estimate or {}).get("text", "")
+        logger.warning("%s: the session's time budget is reached at step %d of %d; the "
+                       "checkpoint is saved. Run the same command (or notebook) again to "
+                       "continue%s", run.path, step, total_steps, f" ({left})" if left else "")
+        return TrainResult(run.path, step, total_steps, resumed_from, policy, {},
+                           stopped="time budget")
     exported = {}
     if resumed_from != total_steps or not run.generator("t1_to_t2").is_file():
         exported = run.save_generators(model)
@@ -250,7 +294,8 @@ def _callbacks(config: TrainConfig, run: RunDir, val_data: SliceSet, show_inline
     grid = cb.ImageGridCallback(
         run.grids, *_fixed_slices(val_data, config.grid_slices), paired=val_data.paired,
         show_inline=cb.in_notebook() if show_inline == "auto" else bool(show_inline))
-    measure, guard = check.callbacks(spe) if check is not None else (None, None)
+    measure, guard = (check.callbacks(spe, config.total_epochs) if check is not None
+                      else (None, None))
     callbacks = [cb.NonFiniteLossGuard()]  # first: nothing after it sees a broken step
     if measure is not None:  # before the history, which records its figures
         callbacks.append(measure)
@@ -265,15 +310,17 @@ def _callbacks(config: TrainConfig, run: RunDir, val_data: SliceSet, show_inline
     # collapsed epoch is never saved as the newest state to resume from.
     if guard is not None:
         callbacks.append(guard)
-    callbacks.append(cb.CheckpointCallback(save, config.checkpoint_every_steps, spe))
+    callbacks.append(cb.CheckpointCallback(save, config.checkpoint_every_steps, spe,
+                                           config.checkpoint_minutes))
     return callbacks
 
 
 def _fit(model, config: TrainConfig, seed: int, train_data: SliceSet, val_ds, callbacks,
-         spe: int, step: int, limit: int) -> int:
+         spe: int, step: int, limit: int, budget=None) -> int:
     """Train from global ``step`` to ``limit``: whole epochs in one ``fit``, a partial
-    epoch (a resume or a stop inside an epoch) on its own. Returns the step reached."""
-    while step < limit:
+    epoch (a resume or a stop inside an epoch) on its own; until the session ``budget``
+    stops it. Returns the step reached."""
+    while step < limit and (budget is None or budget.stopped_at is None):
         epoch = step // spe
         if step % spe == 0 and limit - step >= spe:
             end = step + (limit - step) // spe * spe

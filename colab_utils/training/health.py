@@ -17,8 +17,11 @@ So after every epoch, on a fixed set of validation slices (never test),
 
 A run has collapsed when, past ``collapse_grace`` epochs, a direction keeps the
 source's tissue order (its order is negative), or it is more than
-:data:`COLLAPSE_MARGIN` below the Simple baseline *and not improving*: its SSIM
-rose by less than :data:`MIN_GAIN` since the epoch before. A run that trails
+:data:`COLLAPSE_MARGIN` below the Simple baseline and either not improving (its
+SSIM rose by less than :data:`MIN_GAIN` since the epoch before), or its
+discriminators have won (an epoch's mean LSGAN loss below :data:`DISC_WON`,
+against about 0.25 at balance: the generators then learn from the cycle loss
+alone, slowly if ever), or the run is at its last epoch. A run that trails
 Simple while it learns (on real contrast, learning runs trail it for the first
 few hundred steps) is left to learn; one that stalls far below it, or learnt the
 wrong order, is not. The figures go to ``history.csv`` (and so to the loss
@@ -43,6 +46,9 @@ from ..models.translation import generate
 COLLAPSE_MARGIN = 0.1
 # Less SSIM gain than this from one epoch to the next is "not improving".
 MIN_GAIN = 0.02
+# An epoch's mean LSGAN discriminator loss below this: the discriminators have won (0.25
+# at balance, with CycleGAN's halved loss).
+DISC_WON = 0.1
 # Validation slices the check translates (evenly spaced through the split).
 CHECK_SLICES = 48
 # Brain pixels the rank correlation is computed on (evenly spaced).
@@ -161,9 +167,19 @@ class CollapseCheck:
         self.last = {}
 
     @staticmethod
-    def verdict(figures: dict, before: dict | None = None) -> list[str]:
-        """Why the figures mean a collapse (empty: they do not); ``before``: the figures
-        of the epoch before (``None``: none measured, the margin alone decides)."""
+    def verdict(figures: dict, before: dict | None = None, *, losses: dict | None = None,
+                final: bool = False) -> list[str]:
+        """Why the figures mean a collapse (empty: they do not).
+
+        Args:
+            figures: The epoch's figures (:meth:`measure`).
+            before: The figures of the epoch before (``None``: none measured; a direction
+                far below Simple then collapses unless it is learning by another sign).
+            losses: The epoch's mean training losses (``disc_t1``, ``disc_t2``: LSGAN).
+            final: The run's last epoch: far below Simple is a failure, whatever the trend.
+        """
+        losses = losses or {}
+        won = [d for d in ("t1", "t2") if losses.get(f"disc_{d}", 1.0) < DISC_WON]
         reasons = []
         for direction in DIRECTIONS:
             mine, floor = figures[f"health_ssim_{direction}"], figures[f"health_simple_{direction}"]
@@ -171,18 +187,29 @@ class CollapseCheck:
             if order < 0:
                 reasons.append(f"{direction} keeps the source's tissue order (rank "
                                f"correlation with the target {order:.2f})")
-            elif mine < floor - COLLAPSE_MARGIN:
-                gain = None if before is None else mine - before[f"health_ssim_{direction}"]
-                if gain is None or gain < MIN_GAIN:
-                    reasons.append(
-                        f"{direction} masked SSIM {mine:.3f}, more than {COLLAPSE_MARGIN} "
-                        f"below the Simple baseline's {floor:.3f}"
-                        + ("" if gain is None else f", and not improving ({gain:+.3f} since "
-                                                   "the epoch before)"))
+                continue
+            if mine >= floor - COLLAPSE_MARGIN:
+                continue
+            gain = None if before is None else mine - before[f"health_ssim_{direction}"]
+            if final:
+                why = "at the last epoch"
+            elif won:
+                why = "the discriminators have won (loss " + ", ".join(
+                    f"{d.upper()} {losses[f'disc_{d}']:.3f}" for d in won) + ")"
+            elif gain is None:
+                why = "not improving"
+            elif gain < MIN_GAIN:
+                why = f"not improving ({gain:+.3f} since the epoch before)"
+            else:
+                why = None  # far below, but learning: left to learn
+            if why:
+                reasons.append(f"{direction} masked SSIM {mine:.3f}, more than "
+                               f"{COLLAPSE_MARGIN} below the Simple baseline's {floor:.3f}, "
+                               f"and {why}")
         return reasons
 
-    def callbacks(self, steps_per_epoch: int) -> tuple[keras.callbacks.Callback,
-                                                       keras.callbacks.Callback]:
+    def callbacks(self, steps_per_epoch: int, epochs: int | None = None
+                  ) -> tuple[keras.callbacks.Callback, keras.callbacks.Callback]:
         """``(measure, guard)``: put ``measure`` before the history callback (its figures
         are added to the epoch's logs) and ``guard`` after the epoch is recorded, before
         its checkpoint (it raises :class:`TrainingCollapsed`). An epoch cut short (a stop
@@ -204,7 +231,8 @@ class CollapseCheck:
                 before = check.measured.get(epoch)  # the epoch before this one
                 check.measured[epoch + 1] = check.last
                 if check.judge and epoch + 1 > check.grace:
-                    reasons = check.verdict(check.last, before)
+                    reasons = check.verdict(check.last, before, losses=logs,
+                                            final=epochs is not None and epoch + 1 >= epochs)
                     if reasons:
                         raise TrainingCollapsed(epoch + 1, reasons)
 
