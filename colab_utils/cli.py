@@ -101,17 +101,18 @@ def _cmd_compare(args) -> int:
 
 
 def _cmd_synthesize(args) -> int:
-    from .evaluation.inference import load_method, preprocessing_settings
+    from .evaluation.export import load_model
     from .evaluation.synthesis import synthesize_volume
 
-    method = load_method(args.model, direction=args.direction, precision=args.precision)
+    method, settings = load_model(args.model, sha256_digest=args.sha256,
+                                  direction=args.direction, precision=args.precision)
     if args.direction not in method.translators:
         raise ValueError(f"{args.model}: translates {sorted(method.translators)}, "
                          f"not {args.direction}")
-    settings = preprocessing_settings(args.model)
     info = synthesize_volume(method, args.input, args.output, direction=args.direction,
                              slice_size=settings["slice_size"], clip_low=settings["clip_low"],
-                             clip_high=settings["clip_high"], batch_size=args.batch_size)
+                             clip_high=settings["clip_high"], batch_size=args.batch_size,
+                             check_contrast=not args.skip_contrast_check)
     computed = f" in {method.policy}" if method.policy else ""
     print(f"synthetic volume ({method.name}{computed}, {args.direction}) written to {args.output} "
           f"in {info['total_s']:.1f} s")
@@ -129,6 +130,14 @@ def _cmd_pipeline(args) -> int:
     for failure in record["failed"]:
         print(f"error: {failure['method']} has no model: {failure['error']}", file=sys.stderr)
     return 3 if record["failed"] else 0
+
+
+def _cmd_export(args) -> int:
+    from .evaluation.export import export_model, sha256
+
+    path = export_model(args.run, args.out)
+    print(f"model archive written to {path} (sha256 {sha256(path)})")
+    return 0
 
 
 def _cmd_list(args) -> int:
@@ -315,12 +324,18 @@ def build_parser() -> argparse.ArgumentParser:
                     "normalises it like the training data, translates every axial slice, and "
                     "writes the result in the input's own grid and affine.")
     synth.add_argument("--model", required=True,
-                       help="run directory, or an exported generator .keras / Simple .json")
+                       help="a model archive (path or https:// URL, see export), a run "
+                            "directory, an exported generator .keras / Simple .json, or "
+                            "hf://owner/name (one direction, Keras' own form)")
+    synth.add_argument("--sha256", help="the archive's SHA-256 (required for a URL)")
     synth.add_argument("--input", required=True, help="input NIfTI (.nii or .nii.gz)")
     synth.add_argument("--output", required=True, help="output NIfTI")
     synth.add_argument("--direction", choices=("t1_to_t2", "t2_to_t1"), default="t1_to_t2")
     synth.add_argument("--batch-size", type=int, default=16)
     synth.add_argument("--precision", help=_INFERENCE_PRECISION)
+    synth.add_argument("--skip-contrast-check", action="store_true",
+                       help="translate even an input whose intensities inside the brain are "
+                            "ordered like the other contrast's")
     synth.set_defaults(func=_cmd_synthesize)
 
     pipe = commands.add_parser(
@@ -340,6 +355,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_setting_flags(pipe, demo.train, TrainConfig.field_names(), "training settings")
     _add_setting_flags(pipe, demo, Experiment.own_fields(), "comparison settings")
     pipe.set_defaults(func=_cmd_pipeline)
+
+    exporter = commands.add_parser(
+        "export", help="a finished run as one archive that travels (model card included)",
+        description="Writes RUN.model.zip: the generators (Keras' .keras), the settings, "
+                    "the preprocessing they expect, and a model card (data, split, metrics "
+                    "on validation and test with n, the training data's licence).")
+    exporter.add_argument("--run", required=True, help="a finished run directory")
+    exporter.add_argument("--out", default=".", help="archive path or folder (default .)")
+    exporter.set_defaults(func=_cmd_export)
 
     listing = commands.add_parser(
         "list", help="what a workspace holds: its slice stores and runs",

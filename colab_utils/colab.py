@@ -92,6 +92,59 @@ def form_settings(**fields) -> dict:
     return settings
 
 
+def experiment(preset_name: str, **fields):
+    """The settings tree of a notebook's form: the preset, with each field that is not
+    empty (:func:`form_settings`) as an override."""
+    from .presets import preset
+
+    return preset(preset_name, **form_settings(**fields))
+
+
+class StopNotebook(Exception):
+    """Stops "Run all" with a message that says what to do, not a traceback (IPython
+    shows what :meth:`_render_traceback_` returns)."""
+
+    def _render_traceback_(self):
+        return [f"STOPPED: {self}"]
+
+
+def stop(message: str):
+    """Stop the notebook here with ``message`` (:class:`StopNotebook`)."""
+    raise StopNotebook(message)
+
+
+def tensorboard(logdir) -> None:
+    """TensorBoard on ``logdir`` in the notebook (Colab's ``%tensorboard``); elsewhere the
+    command to run it."""
+    logdir = Path(logdir)
+    if in_colab():
+        from IPython import get_ipython
+
+        shell = get_ipython()
+        shell.run_line_magic("load_ext", "tensorboard")
+        shell.run_line_magic("tensorboard", f"--logdir {logdir}")
+    else:
+        logger.info("TensorBoard: tensorboard --logdir %s", logdir)
+
+
+def show_report(directory) -> None:
+    """A comparison's ``report.md`` in the notebook: its text (the links that only work
+    next to the file made plain text), then its figures, each shown inline."""
+    import re
+
+    directory = Path(directory)
+    report = directory / "report.md"
+    if not report.is_file():
+        raise FileNotFoundError(f"no report at {report}")
+    text = report.read_text()
+    figures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    text = re.sub(r"^## Figures\n(\n?!\[[^\]]*\]\([^)]+\)\n?)*", "", text, flags=re.M)
+    text = re.sub(r"\[([^\]]+)\]\((\.\./[^)]+)\)", r"\1 (`\2`)", text)
+    show_markdown(text)
+    for name in figures:
+        show_image(directory / name)
+
+
 def report_hardware() -> dict:
     """Log and return :func:`hardware`, with advice when there is no accelerator."""
     info = hardware()

@@ -264,9 +264,10 @@ class TrainConfig(_Settings):
     # before it ends; run again to continue (a Colab session, a cluster job's limit).
     max_minutes: float = 0.0
     grid_slices: int = 4
+    # The losses on the validation split (val_* in history.csv) after every n-th epoch
+    # and after the last; the image grid and the collapse check's figures come after
+    # every epoch either way.
     validate: bool = True
-    # Validate after every n-th epoch and after the last (the image grid is drawn
-    # after every epoch either way).
     validate_every: int = 1
     # CycleGAN: after each validated epoch, check the translation against the Simple
     # baseline on validation slices (colab_utils.training.health); past collapse_grace epochs a

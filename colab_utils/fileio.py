@@ -32,6 +32,20 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+def write_if_changed(path, data: bytes) -> bool:
+    """:func:`atomic_write_bytes`, unless ``path`` already holds ``data`` (its time and
+    bytes then stay as they were: a re-run that changes nothing rewrites nothing).
+    Returns whether it wrote."""
+    path = Path(path)
+    try:
+        if path.read_bytes() == data:
+            return False
+    except OSError:
+        pass
+    atomic_write_bytes(path, data)
+    return True
+
+
 def read_record(path) -> dict:
     """A JSON object from ``path``, or ``{}`` when it is missing, damaged or not an object
     (a run or store that has not got that far)."""
@@ -45,10 +59,10 @@ def read_record(path) -> dict:
 
 
 def write_record(path, record: dict) -> None:
-    """Write a JSON object atomically."""
+    """Write a JSON object atomically (not at all when the file already holds it)."""
     import json
 
-    atomic_write_bytes(Path(path), (json.dumps(record, indent=2) + "\n").encode())
+    write_if_changed(path, (json.dumps(record, indent=2) + "\n").encode())
 
 
 # Columns of the tables that hold text; every other column is read back as a number.
@@ -72,7 +86,7 @@ def write_csv(path, rows: list[dict], columns=None) -> Path:
     writer.writeheader()
     for row in rows:
         writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
-    atomic_write_bytes(path, buffer.getvalue().encode())
+    write_if_changed(path, buffer.getvalue().encode())
     return path
 
 

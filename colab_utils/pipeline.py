@@ -203,7 +203,7 @@ def evaluate_runs(runs, store, *, split: str = "test", timer: StepTimer | None =
             logger.info("%s: already evaluated on %s at its last training step",
                         Path(run).name, split)
             continue
-        timer(f"evaluate {Path(run).name} ({split}{', volumes' if volumes else ''})",
+        timer(f"evaluate {RunDir(run).model()} ({split}{', volumes' if volumes else ''})",
               lambda run=run, volumes=volumes: evaluate(
                   run, store, split=split, examples=examples, volumes=volumes,
                   plane_step=plane_step))

@@ -45,7 +45,7 @@ def demo() -> Experiment:
         image_size=64, jitter_size=TrainConfig.jitter_for(64), gen_filters=16,
         n_res_blocks=4, disc_filters=32, long_skip=True, intensity_path=True,
         lambda_identity=0.0, lambda_structure=2.0, pool_size=20, batch_size=4, lr=8e-4,
-        epochs=3, epochs_decay=1, steps_per_epoch=64, validate_every=3, precision="auto",
+        epochs=3, epochs_decay=1, steps_per_epoch=64, validate=False, precision="auto",
         grid_slices=2, tensorboard=False,
         # The first verdict after epoch 2, with the trend from epoch 1 (docs/EXPERIMENTS.md).
         collapse_grace=1)

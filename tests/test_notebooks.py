@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["01_download_and_register", "02_train_cyclegan", "03_evaluate", "04_compare_methods"]
 # Fields of the settings cell that are no setting of the tree (the preset's name, and
 # where the notebook keeps its files).
-NOTEBOOK_ONLY = {"PRESET", "WORKDIR", "USE_DRIVE"}
+NOTEBOOK_ONLY = {"PRESET", "WORKDIR", "USE_DRIVE", "FINAL_EVALUATION"}
 # Standard-library modules the install cell may use before colab_utils exists.
 BOOTSTRAP_MODULES = {"importlib", "importlib.util", "subprocess", "sys"}
 
@@ -106,21 +106,44 @@ def test_cells_import_only_colab_utils_for_logic(name):
         assert not functions, f"{name}: defines {functions[0].name}; put logic in colab_utils"
 
 
+SMOKE = dict(PRESET="smoke", SOURCE="phantom", SUBJECTS="3", USE_DRIVE=False, EPOCHS="1",
+             EPOCHS_DECAY="1", STEPS_PER_EPOCH="2", METHODS="simple,cyclegan")
+
+
+def execute(name, work, **parameters):
+    """Run one notebook top to bottom in a real kernel, as "Run all" does; returns the
+    executed notebook (a cell that raised leaves its error output there) and whether it
+    ran to the end."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    out = work / f"{name}.{len(list(work.glob(name + '.*')))}.out.ipynb"
+    try:
+        papermill.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"), str(out),
+                                   parameters=parameters, cwd=str(work),
+                                   kernel_name="python3", progress_bar=False,
+                                   execution_timeout=900)
+        completed = True
+    except PapermillExecutionError:
+        completed = False
+    return json.loads(out.read_text()), completed
+
+
+def _text(nb) -> str:
+    """Everything a notebook showed: streams, results, errors."""
+    return json.dumps([o for c in code_cells(nb) for o in c["outputs"]], ensure_ascii=False)
+
+
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
-    """All four notebooks run in order by papermill with the smoke preset."""
-    import papermill
+    """Journey (a): the four notebooks run in order with the smoke preset on the phantom,
+    in one workspace, notebook 03 as the final evaluation."""
     work = tmp_path_factory.mktemp("notebooks")
-    parameters = dict(PRESET="smoke", SOURCE="phantom", SUBJECTS=3,
-                      WORKDIR=str(work / "workdir"), USE_DRIVE=False, EPOCHS=1,
-                      EPOCHS_DECAY=1, STEPS_PER_EPOCH=2, METHODS="simple,cyclegan")
     outputs = {}
     for name in NAMES:
-        out = work / f"{name}.out.ipynb"
-        papermill.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"), str(out),
-                                   parameters=parameters, cwd=str(work), kernel_name="python3",
-                                   progress_bar=False, execution_timeout=900)
-        outputs[name] = json.loads(out.read_text())
+        outputs[name], completed = execute(name, work, WORKDIR=str(work / "workdir"),
+                                           FINAL_EVALUATION=name == "03_evaluate", **SMOKE)
+        assert completed, f"{name} stopped: {_text(outputs[name])[-3000:]}"
     return work / "workdir", outputs
 
 
@@ -128,18 +151,25 @@ def _images(nb):
     return sum("image/png" in o.get("data", {}) for c in code_cells(nb) for o in c["outputs"])
 
 
+def _only(folder: Path, pattern: str) -> Path:
+    found = sorted(folder.glob(pattern))
+    assert len(found) == 1, f"{folder}: expected one {pattern}, found {found}"
+    return found[0]
+
+
 def test_notebooks_run_top_to_bottom_and_produce_their_results(executed):
     workdir, outputs = executed
-    store = workdir / "data" / "phantom-head_store"
+    store = _only(workdir / "data", "phantom-head-*_store")
     assert (store / "index.csv").is_file() and len(list((store / "qc").glob("*.png"))) == 3
     assert _images(outputs["01_download_and_register"]) >= 1
+    assert "| slice store |" in _text(outputs["02_train_cyclegan"])  # the workspace table
     # 02: a grid per epoch on disk and inline, then the loss curves.
-    run = workdir / "runs" / "cyclegan"
+    run = _only(workdir / "runs", "cyclegan-32px-*")
     grids = sorted(p.name for p in (run / "grids").glob("epoch_*.png"))
     assert grids == ["epoch_001.png", "epoch_002.png"]
     assert _images(outputs["02_train_cyclegan"]) >= 3
     assert (run / "export" / "gen_t1_to_t2.keras").is_file()
-    # 03: metrics of both directions, on the validation subject, then the test subject.
+    # 03 (the final evaluation): both directions on the validation subject, then the test.
     for split in ("val", "test"):
         rows = read_csv(run / "metrics" / split / "per_slice.csv")
         assert {r["direction"] for r in rows} == {"t1_to_t2", "t2_to_t1"}
@@ -147,17 +177,19 @@ def test_notebooks_run_top_to_bottom_and_produce_their_results(executed):
     assert _images(outputs["03_evaluate"]) == 2
     volumes = read_csv(run / "metrics" / "test" / "volumes.csv")  # whole test volumes
     assert [r["direction"] for r in volumes] == ["t1_to_t2", "t2_to_t1"]
-    assert "| coronal |" in json.dumps(outputs["03_evaluate"])  # volumes.md, shown
-    # 04: the comparison of every method, reusing notebook 02's CycleGAN run.
+    assert "| coronal |" in _text(outputs["03_evaluate"])  # volumes.md, shown
+    # 04: the comparison of every method, reusing notebook 02's CycleGAN run and notebook
+    # 03's evaluations of it (the same volume settings: the pipeline's).
     table = read_csv(workdir / "runs" / "comparison" / "table.csv")
     assert {r["method"] for r in table} == {"simple", "cyclegan"}
     assert (workdir / "runs" / "comparison" / "tests.csv").is_file()
+    shown = _text(outputs["04_compare_methods"])
+    assert f"{run.name}: already evaluated on test" in shown
+    assert f"{run.name}: already evaluated on val" in shown
+    # The report shown inline: its figures as images, no broken links, the table once.
     assert _images(outputs["04_compare_methods"]) >= 4
-    # Notebook 04 found notebook 03's evaluations of the same CycleGAN state and kept them.
-    assert "cyclegan: already evaluated on test" in json.dumps(outputs["04_compare_methods"])
-    assert "cyclegan: already evaluated on val" in json.dumps(outputs["04_compare_methods"])
-    # 04 runs the pipeline: it trained and evaluated only what was missing, timed each
-    # step, and the report holds every method and the timings.
+    assert "](boxplots_" not in shown and "](../comparison_val" not in shown
+    assert shown.count("### T1 → T2, inside the brain mask") == 1
     record = json.loads((workdir / "runs" / "pipeline.json").read_text())
     steps = [s["step"] for s in record["steps"]]
     assert "evaluate simple (test)" in steps and "evaluate cyclegan (test)" not in steps
@@ -182,11 +214,67 @@ def test_notebooks_run_top_to_bottom_and_produce_their_results(executed):
     from colab_utils.runtime.precision import auto_policy
 
     policy = auto_policy()
-    assert record["machine"]["policies"] == {"simple": "float32", "cyclegan": policy}
+    simple = _only(workdir / "runs", "simple-*")
+    assert record["machine"]["policies"] == {simple.name: "float32", run.name: policy}
     # The run records the subjects it trained on: the store's train split.
     splits = json.loads((store / "preprocess.json").read_text())["splits"]
     assert json.loads((run / "data.json").read_text())["subjects"]["train"] == splits["train"]
-    assert f"Dtype policy of each run: simple float32, cyclegan {policy}." in report
+    assert f"Dtype policy of each run: {simple.name} float32, {run.name} {policy}." in report
+
+
+@pytest.fixture
+def copied(executed, tmp_path):
+    """A copy of journey (a)'s workspace, for a journey that changes it."""
+    import shutil
+
+    workdir, _ = executed
+    return shutil.copytree(workdir, tmp_path / "workdir", symlinks=True)
+
+
+def _files(folder: Path) -> dict:
+    return {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def test_journey_02_again_on_a_current_store_fetches_and_rewrites_nothing(copied, tmp_path):
+    # Journey (e): the same settings again, as after a disconnect once training finished.
+    data = _files(copied / "data")
+    nb, completed = execute("02_train_cyclegan", tmp_path, WORKDIR=str(copied), **SMOKE)
+    assert completed, _text(nb)[-3000:]
+    assert _files(copied / "data") == data  # no phantom written, no shard rewritten
+    shown = _text(nb)
+    assert "nothing rewritten" in shown and "was already complete" in shown
+
+
+def test_journey_a_setting_changed_keeps_what_was_done(copied, tmp_path):
+    # Journey (c): another image size (a new run beside the old one) and another preset
+    # of slices (a new store beside the old one); nothing is refused, nothing deleted.
+    before = sorted(p.name for p in (copied / "runs").iterdir())
+    changed = {**SMOKE, "IMAGE_SIZE": "16"}
+    nb, completed = execute("02_train_cyclegan", tmp_path, WORKDIR=str(copied), **changed)
+    assert completed, _text(nb)[-3000:]
+    runs = sorted(p.name for p in (copied / "runs").iterdir())
+    assert set(before) < set(runs) and any(r.startswith("cyclegan-16px-") for r in runs)
+    assert (_only(copied / "runs", "cyclegan-32px-*") / "export").is_dir()  # kept
+    nb, completed = execute("01_download_and_register", tmp_path, WORKDIR=str(copied),
+                            **{**SMOKE, "SUBJECTS": "4"})
+    assert completed, _text(nb)[-3000:]
+    # The same store, grown by a subject: the three it held keep their splits.
+    store = _only(copied / "data", "phantom-head-*_store")
+    splits = json.loads((store / "preprocess.json").read_text())["splits"]
+    assert sum(len(v) for v in splits.values()) == 4
+
+
+def test_journey_03_opened_alone_says_what_to_run(tmp_path):
+    # Journey (d): notebook 03 on an empty workspace: a message, not a traceback.
+    nb, completed = execute("03_evaluate", tmp_path, WORKDIR=str(tmp_path / "empty"), **SMOKE)
+    assert not completed
+    errors = [o for c in code_cells(nb) for o in c["outputs"] if o["output_type"] == "error"]
+    assert len(errors) == 1
+    shown = "\n".join(errors[0]["traceback"])
+    assert "STOPPED: no trained CycleGAN for these settings" in shown
+    assert "run notebook 02 with the same settings first" in shown
+    assert "Traceback" not in shown and "File " not in shown
 
 
 def test_a_fork_slug_reaches_badges_install_cells_readme_and_colab_py(tmp_path):
@@ -219,6 +307,11 @@ def test_notebook_form_fields_are_settings(capsys):
     assert colab.form_settings(SOURCE="", SUBJECTS=None, IMAGE_SIZE=64,
                                METHODS="simple,cyclegan") == {
         "image_size": 64, "methods": "simple,cyclegan"}
+    # Every field is a string a user can empty: "" keeps the preset, text is converted.
+    experiment = colab.experiment("demo", SUBJECTS="5", IMAGE_SIZE="", MAX_MINUTES="50",
+                                  EPOCHS="")
+    assert experiment.data.subjects == 5 and experiment.train.max_minutes == 50.0
+    assert experiment.train.image_size == 64 and experiment.train.epochs == 3
     with pytest.raises(ValueError, match="IMAGESIZE: expected a setting's name in capitals"):
         colab.form_settings(IMAGESIZE=64)
 

@@ -146,3 +146,28 @@ def test_cli_synthesize_with_the_simple_baseline(phantom, tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "missing.nii.gz" in bad.stderr
     assert json.loads(model.read_text())  # the model file is untouched
+
+
+def test_a_scan_of_the_other_contrast_or_a_label_map_is_refused_with_what_to_do(phantom,
+                                                                               tmp_path):
+    # A T2 given to a T1 -> T2 model: its brain's intensities are ordered like a T2's.
+    with pytest.raises(ValueError, match=r"phantom-001-T2.nii.gz: expected a T1 for this "
+                                         r"direction, but .* like a T2's .* direction "
+                                         r"t2_to_t1"):
+        synthesize_volume(as_method(identity, 64), phantom / "phantom-001-T2.nii.gz",
+                          tmp_path / "out.nii.gz", direction="t1_to_t2")
+    assert not (tmp_path / "out.nii.gz").exists()
+    labels = tmp_path / "seg.nii.gz"
+    segmentation = np.zeros((60, 60, 60), np.int16)
+    segmentation[10:50, 10:50, 10:50] = 1
+    segmentation[20:40, 20:40, 20:40] = 2
+    nib.save(nib.Nifti1Image(segmentation, np.eye(4)), str(labels))
+    with pytest.raises(ValueError, match=r"seg.nii.gz: expected a T1 MRI, got a volume of 3 "
+                                         r"distinct values \(a segmentation"):
+        synthesize_volume(as_method(identity, 64), labels, tmp_path / "out.nii.gz",
+                          direction="t1_to_t2")
+    series = tmp_path / "series.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((20, 20, 20, 3), np.float32), np.eye(4)), str(series))
+    with pytest.raises(ValueError, match=r"series.nii.gz: expected a 3-D volume"):
+        synthesize_volume(as_method(identity, 64), series, tmp_path / "out.nii.gz",
+                          direction="t1_to_t2")

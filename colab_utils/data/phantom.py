@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from ..fileio import write_if_changed
 from ..validation import check_choice
 from .head import Head, brain_contrasts, head_model
 from .nifti import save_volume
@@ -331,11 +332,11 @@ def write_phantom(out_dir, n_subjects: int = 8, seed: int = 0, *, kind: str = "h
         raise ValueError(f"{record}: this folder holds a phantom of kind {made[0]!r}, seed "
                          f"{made[1]} and {made[2]} lesions, not {kind!r}, {seed} and "
                          f"{lesions}; use another folder")
-    (out_dir / "PHANTOM_README.txt").write_text(_readme(kind, lesions))
+    write_if_changed(out_dir / "PHANTOM_README.txt", _readme(kind, lesions).encode())
     if kind == "icbm":
         from .icbm import NOTICE
 
-        (out_dir / "COPYING-ICBM152.txt").write_text(NOTICE)
+        write_if_changed(out_dir / "COPYING-ICBM152.txt", NOTICE.encode())
     todo = [i for i in range(n_subjects) if overwrite or not (
         (out_dir / f"{subject_id(i)}-T1.nii.gz").is_file()
         and (out_dir / f"{subject_id(i)}-T2.nii.gz").is_file())]
@@ -351,9 +352,10 @@ def write_phantom(out_dir, n_subjects: int = 8, seed: int = 0, *, kind: str = "h
     else:
         infos = [_write_subject(*a) for a in args]
     known = {s["subject"]: s for s in previous.get("subjects", []) + infos}
-    record.write_text(json.dumps({"phantom": True, "seed": seed, "kind": kind,
-                                  "lesions": lesions, "description": DESCRIPTION,
-                                  "subjects": [known[k] for k in sorted(known)]}, indent=1))
+    write_if_changed(record, json.dumps(
+        {"phantom": True, "seed": seed, "kind": kind, "lesions": lesions,
+         "description": DESCRIPTION, "subjects": [known[k] for k in sorted(known)]},
+        indent=1).encode())
     return out_dir
 
 

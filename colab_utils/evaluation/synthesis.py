@@ -109,9 +109,43 @@ def _original_layout(data_ras: np.ndarray, input_path: Path):
     return data, image.affine
 
 
+# The skewness of a scan's intensities inside its brain: a T1's brain is mostly bright
+# (white and grey matter) with a little dark CSF, skewed to the dark side; a T2's the
+# other way round. A scan past this margin on the wrong side is the wrong contrast.
+CONTRAST_SKEW = 0.3
+# A volume with this few distinct values is a label map (a segmentation), not an MRI.
+LABEL_VALUES = 16
+
+
+def check_scan(volume, path, contrast: str, brain=None) -> None:
+    """Refuse a volume that cannot be a ``contrast`` ("t1" or "t2") MRI: a label map, or
+    (given its ``brain`` mask) intensities ordered like the other contrast.
+
+    Raises:
+        ValueError: Naming the file, what was found and what to do.
+    """
+    values = np.unique(volume[::4, ::4, ::4])
+    if len(values) <= LABEL_VALUES:
+        raise ValueError(f"{path}: expected a {contrast.upper()} MRI, got a volume of "
+                         f"{len(values)} distinct values (a segmentation or label map?)")
+    if brain is None:
+        return
+    inside = volume[brain].astype(np.float64)
+    skew = float(((inside - inside.mean()) ** 3).mean() / max(inside.std(), 1e-12) ** 3)
+    looks = "t1" if skew < 0 else "t2"
+    if looks != contrast and abs(skew) > CONTRAST_SKEW:
+        other = "t2_to_t1" if contrast == "t1" else "t1_to_t2"
+        raise ValueError(
+            f"{path}: expected a {contrast.upper()} for this direction, but its brain's "
+            f"intensities are ordered like a {looks.upper()}'s (skewness {skew:+.2f}: mostly "
+            f"{'dark with bright CSF' if looks == 't2' else 'bright with dark CSF'}); is it "
+            f"a {looks.upper()}? Then translate it with direction {other}. (A FLAIR or a "
+            "contrast-enhanced scan is neither.)")
+
+
 def synthesize_volume(method, input_path, output_path, *, direction: str,
                       slice_size: int = 256, clip_low: float = 0.5, clip_high: float = 99.5,
-                      batch_size: int = 16) -> dict:
+                      batch_size: int = 16, check_contrast: bool = True) -> dict:
     """Translate a whole NIfTI volume and write the result in the input's space.
 
     Args:
@@ -124,14 +158,17 @@ def synthesize_volume(method, input_path, output_path, *, direction: str,
             averaged down to the method's image size, and the result brought back up).
         clip_low, clip_high: The intensity percentiles used in preprocessing.
         batch_size: Slices per call of the method.
+        check_contrast: Refuse an input whose intensities inside the brain are ordered
+            like the other contrast's (:func:`check_scan`).
 
     Returns:
         ``{"output", "n_slices", "shape", "load_s", "register_s", "translate_s",
         "resample_s", "save_s", "total_s"}``.
 
     Raises:
-        FileNotFoundError, ValueError: The input cannot be read as a 3-D volume,
-            or it holds no usable intensities inside the brain.
+        FileNotFoundError, ValueError: The input cannot be read as a 3-D volume, is a
+            label map, is the other contrast, or holds no usable intensities inside
+            the brain (each message names the file).
     """
     from ..data import registration as reg
     from ..data.brain_mask import subject_brain_mask
@@ -154,11 +191,12 @@ def synthesize_volume(method, input_path, output_path, *, direction: str,
     if not np.ptp(volume) > 0:
         raise ValueError(f"{input_path}: expected a brain MRI, got a constant volume "
                          f"({volume.flat[0]:.4g} everywhere)")
+    source = direction.split("_to_")[0]
+    check_scan(volume, input_path, source)
     _, _, template_affine = mni_template()
     fixed, _ = reg.template_images()
     moving = reg.to_sitk(volume, affine)
     lap("load")
-    source = direction.split("_to_")[0]
     try:
         registration = reg.register_to_template(moving, source)  # template -> input point
     except RuntimeError as err:
@@ -166,6 +204,8 @@ def synthesize_volume(method, input_path, output_path, *, direction: str,
                          f"({str(err).strip().splitlines()[-1]})") from err
     in_template, _ = reg.from_sitk(reg.resample(moving, fixed, registration.transform))
     mask, _ = subject_brain_mask(**{source: in_template})
+    if check_contrast:
+        check_scan(in_template, input_path, source, mask)
     lap("register")
 
     try:

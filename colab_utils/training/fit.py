@@ -169,7 +169,7 @@ def train(config: TrainConfig, run_dir, data=None, *, train_data: SliceSet | Non
     run.prepare(config)
     run.record_data(_data_record(data, train_data, val_data))
     check = None
-    if config.measures_health and config.validate:
+    if config.measures_health:
         if usable(val_data):
             check = CollapseCheck(val_data, train_data, grace_epochs=config.collapse_grace,
                                   context=config.context_slices,

@@ -1,0 +1,113 @@
+"""Models that travel: a run exported as one archive, loaded from a path or a link."""
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+from http_server import FakeServer
+
+from colab_utils.evaluation.export import export_model, load_model, sha256
+from colab_utils.evaluation.scoring import evaluate
+from colab_utils.presets import smoke_config
+from colab_utils.training.fit import train
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, store):
+    """A finished, evaluated smoke CycleGAN on the shared store, and its archive."""
+    root = tmp_path_factory.mktemp("export")
+    run = root / "cyclegan-run"
+    train(smoke_config(steps_per_epoch=2, epochs=1, epochs_decay=1, tensorboard=False,
+                       collapse_check=False), run, store, show_inline=False)
+    evaluate(run, store, split="val", examples=0)
+    return run, export_model(run, root)
+
+
+@pytest.fixture
+def server():
+    srv = FakeServer()
+    yield srv
+    srv.close()
+
+
+def test_the_archive_holds_the_generators_settings_preprocessing_and_a_model_card(exported):
+    run, archive = exported
+    assert archive.name == "cyclegan-run.model.zip"
+    with zipfile.ZipFile(archive) as zf:
+        names = set(zf.namelist())
+        card = json.loads(zf.read("model.json"))
+        text = zf.read("MODEL_CARD.md").decode()
+    assert {"model.json", "MODEL_CARD.md", "gen_t1_to_t2.keras", "gen_t2_to_t1.keras"} == names
+    assert card["method"] == "cyclegan" and card["image_size"] == 32 and card["format"] == 1
+    assert card["preprocess"]["slice_size"] == 256 and card["preprocess"]["clip_low"] == 0.5
+    assert card["data"]["source"] == "phantom" and "MNI ICBM152" in card["data"]["licence"]
+    assert card["data"]["subjects"]["train"] == ["phantom-001", "phantom-003"]
+    assert card["metrics"]["val"]["t1_to_t2"]["n_subjects"] == 1  # test not scored yet
+    assert "test" not in card["metrics"]
+    assert "a phantom, not real subjects" in text and "(n = 1)" in text
+
+
+def test_a_model_from_a_link_is_verified_then_translates_as_the_run_does(
+        exported, server, tmp_path, monkeypatch):
+    run, archive = exported
+    monkeypatch.setenv("COLAB_UTILS_CACHE", str(tmp_path / "cache"))
+    digest = sha256(archive)
+    url = server.add("/models/cyclegan.model.zip", archive.read_bytes())
+    method, preprocess = load_model(url, sha256_digest=digest)
+    direct, _ = load_model(run)
+    images = np.random.default_rng(0).uniform(0, 1, (3, 32, 32, 1)).astype(np.float32)
+    for direction in ("t1_to_t2", "t2_to_t1"):
+        np.testing.assert_allclose(method.translate(images, direction=direction),
+                                   direct.translate(images, direction=direction), atol=1e-6)
+    assert method.image_size == 32 and preprocess["slice_size"] == 256
+    # A link without its checksum, a wrong checksum: refused before anything is opened.
+    with pytest.raises(ValueError, match="give the archive's SHA-256"):
+        load_model(url)
+    with pytest.raises(ValueError, match="SHA-256 mismatch|sha256"):
+        load_model(server.add("/models/other.model.zip", archive.read_bytes()),
+                   sha256_digest="0" * 64)
+
+
+def test_an_archive_of_a_newer_version_or_no_archive_is_a_clear_error(exported, tmp_path):
+    _, archive = exported
+    newer = tmp_path / "newer.model.zip"
+    with zipfile.ZipFile(archive) as src, zipfile.ZipFile(newer, "w") as dst:
+        for name in src.namelist():
+            data = src.read(name)
+            if name == "model.json":
+                card = json.loads(data)
+                card.update(format=99, colab_utils="9.0")
+                data = json.dumps(card).encode()
+            dst.writestr(name, data)
+    with pytest.raises(ValueError, match=r"newer.model.zip: a model archive of format 99, "
+                                         r"written by colab_utils 9.0.*install a newer"):
+        load_model(newer)
+    junk = tmp_path / "junk.zip"
+    junk.write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="junk.zip: not a model archive"):
+        load_model(junk)
+    with pytest.raises(ValueError, match=r"SHA-256 .*, expected 00"):
+        load_model(archive, sha256_digest="00" * 32)
+
+
+def test_an_unfinished_run_is_not_exported(tmp_path):
+    (tmp_path / "run").mkdir()
+    smoke_config().save(tmp_path / "run" / "config.json")
+    with pytest.raises(ValueError, match="has not finished"):
+        export_model(tmp_path / "run", tmp_path)
+
+
+def test_hub_models_go_through_keras_own_loading(monkeypatch):
+    import keras
+
+    seen = []
+    image = keras.Input((32, 32, 1))
+    model = keras.Model(image, keras.layers.Activation("tanh")(image))
+    monkeypatch.setattr(keras.saving, "load_model",
+                        lambda address, compile=False: seen.append(address) or model)
+    method, preprocess = load_model("hf://someone/t1-to-t2", direction="t1_to_t2")
+    assert seen == ["hf://someone/t1-to-t2"] and method.image_size == 32
+    assert list(method.translators) == ["t1_to_t2"] and preprocess["slice_size"] == 256
+    with pytest.raises(ValueError, match="say which direction"):
+        load_model("hf://someone/t1-to-t2")
