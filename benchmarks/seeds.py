@@ -99,8 +99,7 @@ def main() -> None:
     base = preset("demo", **overrides)
     store = Path(args.data) if args.data else prepare_data(base.data, out / "data")
     started = time.perf_counter()
-    train_method(base, "simple", store, out)
-    simple = _validation_scores(out / "simple", store)
+    simple = _validation_scores(train_method(base, "simple", store, out).run_dir, store)
     per_seed, restarts, collapsed = [], 0, 0
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         experiment = base.with_overrides(seed=seed)

@@ -175,6 +175,8 @@ def loaded_method(source, *, batch_size: int = 8, precision: str | None = None) 
     pipeline scores every run on validation, then on test). A run's models are the same
     while its :meth:`~colab_utils.training.rundir.RunDir.version` is."""
     source = Path(source)
+    if not source.exists():
+        raise FileNotFoundError(f"no run directory or model file at {source}")
     version = RunDir(source).version() if source.is_dir() else source.stat().st_mtime_ns
     return _load_cached(str(source.resolve()), batch_size, precision, version)
 
