@@ -187,3 +187,155 @@ def show_markdown(path_or_text) -> None:
     except ImportError:
         pass
     print(text)
+
+
+# -- a user's own scan (notebook 05) -------------------------------------------------------
+def trained_model(model: str, sha256_digest: str, direction: str, run_dir):
+    """The translator notebook 05 uses, and what it says of itself.
+
+    Args:
+        model: Empty for the workspace's run ``run_dir``, else anything
+            :func:`~colab_utils.evaluation.export.load_model` takes (a ``.model.zip`` on
+            Drive, an ``https://`` link with ``sha256_digest``, ``hf://owner/name``).
+        sha256_digest: The archive's SHA-256 (required for a link).
+        direction: ``"t1_to_t2"`` or ``"t2_to_t1"``.
+        run_dir: The run of these settings in the workspace.
+
+    Returns:
+        ``(method, preprocessing settings, archive or None)``: for the workspace's run,
+        its archive (``RUN.model.zip`` beside the run) to keep or share.
+
+    Stops the notebook (:func:`stop`) with what to do when there is no such model.
+    """
+    from .evaluation.export import export_model, load_model
+
+    source = model.strip() or run_dir
+    archive = None
+    if not model.strip():
+        if not (Path(run_dir) / "export").is_dir():
+            stop(f"no trained CycleGAN for these settings ({Path(run_dir).name}): run "
+                 "notebook 02 with the same settings first, or give MODEL (a .model.zip, "
+                 "an https link with MODEL_SHA256, or hf://owner/name)")
+        archive = export_model(run_dir, Path(run_dir).parent / "models")
+    try:
+        method, settings = load_model(source, sha256_digest=sha256_digest.strip() or None,
+                                      direction=direction)
+    except (OSError, ValueError) as err:
+        stop(f"MODEL {source}: {err}")
+    if direction not in method.translators:
+        stop(f"MODEL {source} translates {sorted(method.translators)}, not {direction}: "
+             "change DIRECTION")
+    return method, settings, archive
+
+
+def your_scan(scan: str, space: Workspace, store=None, direction: str = "t1_to_t2"):
+    """The scan notebook 05 translates: ``(path, the real other contrast or None)``.
+
+    Args:
+        scan: A NIfTI file's path (e.g. on Drive: ``/content/drive/MyDrive/...``);
+            ``"example"`` for a test subject of the workspace's store (its real other
+            contrast is then shown beside the synthetic one); empty to upload a file
+            (in Colab).
+        space: The workspace (uploads go to ``WORKDIR/scans``).
+        store: The slice store (for ``"example"``).
+        direction: Which contrast the scan is.
+    """
+    text = scan.strip()
+    if text.lower() == "example":
+        from .data.store import SliceStore
+
+        subjects = SliceStore(store).subjects("test") if store is not None else None
+        if not subjects:
+            stop("SCAN = example needs a store with test subjects: run notebook 01 first, "
+                 "or give a NIfTI file's path")
+        t1, t2 = SliceStore(store).subject_scans(subjects[0])
+        return (t1, t2) if direction == "t1_to_t2" else (t2, t1)
+    if text:
+        path = Path(text).expanduser()
+        if not path.is_file():
+            stop(f"SCAN {path}: no such file. Give the path of a NIfTI file (.nii or "
+                 ".nii.gz; on Drive it starts with /content/drive/MyDrive/), or leave SCAN "
+                 "empty to upload one")
+        return path, None
+    if not in_colab():
+        stop("SCAN is empty: give the path of a NIfTI file, or 'example' for a test "
+             "subject of this workspace (uploading needs Colab)")
+    from google.colab import files  # type: ignore[import-not-found]
+
+    uploaded = files.upload()
+    if not uploaded:
+        stop("nothing uploaded: run the cell again and choose a .nii or .nii.gz file")
+    name, content = next(iter(uploaded.items()))
+    path = space.root / "scans" / Path(name).name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return path, None
+
+
+def translate_scan(method, settings: dict, scan, direction: str, out_dir) -> Path:
+    """Translate ``scan`` as ``synthesize`` does, into ``out_dir/NAME_synthetic-T2.nii.gz``
+    (or ``-T1``), in the scan's own grid; a scan that cannot be translated stops the
+    notebook with the reason (:func:`stop`)."""
+    from .evaluation.synthesis import synthesize_volume
+
+    scan = Path(scan)
+    stem = scan.name.removesuffix(".gz").removesuffix(".nii")
+    output = Path(out_dir) / f"{stem}_synthetic-{direction[-2:].upper()}.nii.gz"
+    try:
+        synthesize_volume(method, scan, output, direction=direction,
+                          slice_size=settings["slice_size"], clip_low=settings["clip_low"],
+                          clip_high=settings["clip_high"])
+    except (OSError, ValueError) as err:
+        stop(str(err))
+    return output
+
+
+def view_volumes(volumes: dict, save_to=None) -> None:
+    """Look at volumes of one grid side by side: axial, coronal and sagittal planes
+    through one point. In Colab three sliders move the point (ipywidgets); elsewhere
+    the planes through the brain's middle are shown (and saved to ``save_to``).
+
+    Args:
+        volumes: ``{title: NIfTI path}``, all in one grid (a scan and its synthetic
+            version are).
+    """
+    import numpy as np
+
+    from .data.nifti import load_volume
+    from .viz import orthogonal_views, save_figure, volume_centre
+
+    rows = []
+    for title, path in volumes.items():
+        data, affine = load_volume(path)
+        rows.append((title, data, tuple(np.linalg.norm(affine[:3, :3], axis=0))))
+    figure = orthogonal_views(rows)
+    if save_to is not None:
+        save_figure(figure, save_to)
+    if in_colab():
+        try:
+            import ipywidgets
+            from IPython.display import display
+        except ImportError:
+            ipywidgets = None
+        if ipywidgets is not None:
+            shape = rows[0][1].shape
+
+            def draw(i, j, k):
+                display(orthogonal_views(rows, (i, j, k)))
+
+            centre = volume_centre(rows[0][1])
+            ipywidgets.interact(draw, **{axis: ipywidgets.IntSlider(value=c, min=0, max=n - 1)
+                                         for axis, c, n in zip("ijk", centre, shape)})
+            return
+    if save_to is not None:
+        show_image(save_to)
+
+
+def offer_download(path) -> None:
+    """Download a file to the user's computer (Colab); elsewhere say where it is."""
+    path = Path(path)
+    if in_colab():
+        from google.colab import files  # type: ignore[import-not-found]
+
+        files.download(str(path))
+    logger.info("%s (%.1f MB)", path, path.stat().st_size / 1e6)

@@ -170,3 +170,49 @@ def image_table(rows, columns, *, error_columns=(), error_max: float = 0.5,
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def volume_centre(data: np.ndarray) -> tuple[int, int, int]:
+    """The middle voxel of a volume's non-zero voxels (of the whole grid when none)."""
+    inside = np.argwhere(data != 0)
+    centre = (inside.min(0) + inside.max(0)) // 2 if len(inside) else np.array(data.shape) // 2
+    return tuple(int(c) for c in centre)
+
+
+def orthogonal_views(volumes: list[tuple[str, np.ndarray, tuple]], point=None) -> Figure:
+    """Axial, coronal and sagittal planes through one point of volumes in one RAS grid.
+
+    Args:
+        volumes: ``(title, data, voxel_sizes)`` per row: arrays in RAS order (as
+            :func:`colab_utils.data.nifti.load_volume` returns them), all of one shape.
+        point: The voxel ``(i, j, k)`` the planes go through; by default the middle of
+            the first volume's non-zero voxels.
+
+    Raises:
+        ValueError: The volumes are not of one shape, or ``point`` is outside them.
+    """
+    shape = volumes[0][1].shape
+    for title, data, _ in volumes:
+        if data.shape != shape:
+            raise ValueError(f"{title}: expected the grid of {volumes[0][0]} {shape}, "
+                             f"got {data.shape}")
+    point = volume_centre(volumes[0][1]) if point is None else tuple(int(p) for p in point)
+    if not all(0 <= p < n for p, n in zip(point, shape)):
+        raise ValueError(f"point {point}: expected a voxel inside {shape}")
+    i, j, k = point
+    fig = Figure(figsize=(9, 3 * len(volumes)), layout="constrained")
+    axes = fig.subplots(len(volumes), 3, squeeze=False)
+    for row, (title, data, sizes) in enumerate(volumes):
+        sx, sy, sz = (float(s) for s in sizes)
+        lo, hi = np.percentile(data[data != 0], (0.5, 99.5)) if (data != 0).any() else (0, 1)
+        planes = [("axial", data[:, :, k], sy / sx), ("coronal", data[:, j, :], sz / sx),
+                  ("sagittal", data[i, :, :], sz / sy)]
+        for ax, (name, plane, aspect) in zip(axes[row], planes):
+            # Rows of the image are the plane's second axis, pointing up (radiological
+            # left-right is not flipped: the patient's right is on the image's left).
+            ax.imshow(plane.T, cmap="gray", origin="lower", vmin=lo, vmax=max(hi, lo + 1e-6),
+                      aspect=aspect, interpolation="nearest")
+            ax.set_axis_off()
+            ax.set_title(f"{title}: {name}", fontsize=9)
+    fig.suptitle(f"voxel {point}", fontsize=9)
+    return fig

@@ -50,13 +50,13 @@ def test_phantom_preprocess_train_end_to_end(tmp_path, phantom_dir, store):
     out = _run("preprocess", "--input", phantom_dir, "--out", tmp_path / "store",
                "--val-fraction", 0.25, "--test-fraction", 0.25)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "4 subjects with T1 and T2" in out.stdout and "4 already done" in out.stdout
+    assert "4 subjects with T1 and T2" in out.stdout and "4 already done" in out.stderr
     assert (tmp_path / "store" / "index.csv").is_file()
     out = _run("train", "--data", tmp_path / "store", "--run-dir", tmp_path / "run",
                "--preset", "smoke", "--image-size", 32, "--jitter-size", 36,
                "--steps-per-epoch", 2, "--batch-size", 1)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "averaged down to 32×32" in out.stdout
+    assert "averaged down to 32×32" in out.stderr  # the log goes to stderr
     assert f"outputs written to {tmp_path / 'run'}" in out.stdout
     assert (tmp_path / "run" / "grids" / "epoch_002.png").is_file()
     assert (tmp_path / "run" / "export" / "gen_t2_to_t1.keras").is_file()

@@ -71,12 +71,12 @@ def test_presets_are_whole_and_fields_left_unset_keep_them():
         preset("fast")
 
 
-def test_method_config_gives_cyclegan_longer_epochs_and_unit_shorter_ones():
+def test_method_config_gives_cyclegan_longer_epochs_and_unit_its_factor():
     demo = preset("demo")
     assert method_config(demo, "cyclegan").steps_per_epoch == 128  # 64 × 2.0
     assert method_config(demo, "cyclegan_s").steps_per_epoch == 64
-    assert method_config(demo, "unit").steps_per_epoch == 16  # 64 × 0.25
-    assert method_config(demo, "unit_s").steps_per_epoch == 16
+    assert method_config(demo, "unit").steps_per_epoch == 64  # 64 × 1.0
+    assert method_config(preset("demo", unit_step_factor=0.25), "unit_s").steps_per_epoch == 16
     assert method_config(demo, "unit").model_lr == pytest.approx(4e-4)  # 8e-4 × 0.5
     assert method_config(demo, "pix2pix").model == "pix2pix"
     assert method_config(preset("demo", steps_per_epoch=5, cyclegan_step_factor=1.5),

@@ -18,10 +18,12 @@ from colab_utils.config import all_setting_names
 from colab_utils.fileio import read_csv
 
 ROOT = Path(__file__).resolve().parents[1]
-NAMES = ["01_download_and_register", "02_train_cyclegan", "03_evaluate", "04_compare_methods"]
-# Fields of the settings cell that are no setting of the tree (the preset's name, and
-# where the notebook keeps its files).
-NOTEBOOK_ONLY = {"PRESET", "WORKDIR", "USE_DRIVE", "FINAL_EVALUATION"}
+NAMES = ["01_download_and_register", "02_train_cyclegan", "03_evaluate", "04_compare_methods",
+         "05_translate_your_scan"]
+# Fields of the settings cell that are no setting of the tree (the preset's name, where
+# the notebook keeps its files, notebook 05's scan and model).
+NOTEBOOK_ONLY = {"PRESET", "WORKDIR", "USE_DRIVE", "FINAL_EVALUATION", "SCAN", "DIRECTION",
+                 "MODEL", "MODEL_SHA256"}
 # Standard-library modules the install cell may use before colab_utils exists.
 BOOTSTRAP_MODULES = {"importlib", "importlib.util", "subprocess", "sys"}
 
@@ -34,7 +36,7 @@ def code_cells(nb):
     return [c for c in nb["cells"] if c["cell_type"] == "code"]
 
 
-def test_the_four_notebooks_exist_in_order():
+def test_the_five_notebooks_exist_in_order():
     assert sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb")) == NAMES
 
 
@@ -73,7 +75,9 @@ def _settings_cell(nb):
 
 def test_every_notebook_has_the_same_settings_cell_and_each_field_is_a_setting():
     cells = [_settings_cell(load(n)) for n in NAMES]
-    assert all(cell == cells[0] for cell in cells)
+    assert all(cell == cells[0] for cell in cells[:4])
+    # Notebook 05 has the same fields, then its own (the scan and the model).
+    assert cells[4].startswith(cells[0].rstrip("\n")) and 'SCAN = ""' in cells[4]
     names = _parameters(load(NAMES[0]))
     assert {"SOURCE", "USE_DRIVE", "WORKDIR", "PRESET", "IMAGE_SIZE"} <= set(names)
     settings = set(all_setting_names())
@@ -136,13 +140,15 @@ def _text(nb) -> str:
 
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
-    """Journey (a): the four notebooks run in order with the smoke preset on the phantom,
-    in one workspace, notebook 03 as the final evaluation."""
+    """Journey (a): the five notebooks run in order with the smoke preset on the phantom,
+    in one workspace, notebook 03 as the final evaluation, notebook 05 on a test subject's
+    T1 (the phantom's, stored sagittally)."""
     work = tmp_path_factory.mktemp("notebooks")
     outputs = {}
     for name in NAMES:
         outputs[name], completed = execute(name, work, WORKDIR=str(work / "workdir"),
-                                           FINAL_EVALUATION=name == "03_evaluate", **SMOKE)
+                                           FINAL_EVALUATION=name == "03_evaluate",
+                                           SCAN="example", **SMOKE)
         assert completed, f"{name} stopped: {_text(outputs[name])[-3000:]}"
     return work / "workdir", outputs
 
@@ -220,6 +226,55 @@ def test_notebooks_run_top_to_bottom_and_produce_their_results(executed):
     splits = json.loads((store / "preprocess.json").read_text())["splits"]
     assert json.loads((run / "data.json").read_text())["subjects"]["train"] == splits["train"]
     assert f"Dtype policy of each run: {simple.name} float32, {run.name} {policy}." in report
+
+
+def test_notebook_05_translates_a_scan_in_its_own_grid_shows_it_and_ships_the_model(executed):
+    import nibabel as nib
+    import numpy as np
+
+    from colab_utils.data.store import SliceStore
+    from colab_utils.evaluation.export import load_model
+
+    workdir, outputs = executed
+    store = SliceStore(_only(workdir / "data", "phantom-head-*_store"))
+    t1, t2 = store.subject_scans(store.subjects("test")[0])
+    synthetic = _only(workdir / "synthetic", "*_synthetic-T2.nii.gz")
+    assert synthetic.name == t1.name.replace(".nii.gz", "_synthetic-T2.nii.gz")
+    scan, made = nib.load(t1), nib.load(synthetic)
+    assert made.shape == scan.shape and np.allclose(made.affine, scan.affine, atol=1e-4)
+    data = made.get_fdata()
+    assert np.isfinite(data).all() and data.std() > 0
+    # Shown (input | synthetic | real T2, three planes each) and saved beside the scan.
+    assert _images(outputs["05_translate_your_scan"]) == 1
+    assert synthetic.with_name(synthetic.name.replace(".nii.gz", ".png")).is_file()
+    # The model as one archive, which loads again and translates T1 -> T2.
+    archive = _only(workdir / "runs" / "models", "cyclegan-32px-*.model.zip")
+    method, settings = load_model(archive)
+    assert "t1_to_t2" in method.translators and settings["slice_size"] > 0
+    assert str(synthetic) in _text(outputs["05_translate_your_scan"])
+
+
+def test_journey_05_with_a_model_archive_and_a_bad_scan_says_what_is_wrong(executed, tmp_path):
+    # Journey (f): a user with someone's model archive and no data of their own; first a
+    # path that is not there, then a T2 given as the T1.
+    workdir, _ = executed
+    archive = _only(workdir / "runs" / "models", "cyclegan-32px-*.model.zip")
+    store = _only(workdir / "data", "phantom-head-*_store")
+    from colab_utils.data.store import SliceStore
+
+    _, t2 = SliceStore(store).subject_scans(SliceStore(store).subjects("test")[0])
+    for scan, expected in ((tmp_path / "missing.nii.gz", "missing.nii.gz: no such file"),
+                           (t2, "is it a T2? Then translate it with direction t2_to_t1")):
+        nb, completed = execute("05_translate_your_scan", tmp_path,
+                                WORKDIR=str(tmp_path / "mine"), MODEL=str(archive),
+                                SCAN=str(scan), **SMOKE)
+        assert not completed
+        errors = [o for c in code_cells(nb) for o in c["outputs"] if o["output_type"] == "error"]
+        assert len(errors) == 1
+        shown = "\n".join(errors[0]["traceback"])
+        assert shown.startswith("STOPPED: ") and expected in shown, shown
+        assert "Traceback" not in shown
+    assert not any((tmp_path / "mine" / "data").glob("*"))  # no data was needed
 
 
 @pytest.fixture

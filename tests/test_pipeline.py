@@ -4,6 +4,9 @@ made part of it)."""
 
 import json
 import os
+from pathlib import Path
+
+import pytest
 
 from colab_utils import cli
 from colab_utils.evaluation.report import failed_methods, machine_markdown, machine_record
@@ -76,24 +79,31 @@ def test_machine_record_names_each_runs_policy(tmp_path):
     assert f"TensorFlow {machine['tensorflow']}" in text
 
 
-def test_a_run_on_other_subjects_is_set_aside_and_trained_again(tmp_path, store, messages):
-    from colab_utils.pipeline import train_method
+def test_a_run_on_other_subjects_lives_on_under_its_own_name(tmp_path, store, messages):
+    import shutil
+
+    from colab_utils.pipeline import method_run, train_method
 
     experiment = preset("smoke", steps_per_epoch=1, epochs=1, epochs_decay=0)
     first = train_method(experiment, "simple", store, tmp_path)
     run = RunDir(first.run_dir)
     assert run.subjects("train") == ["phantom-001", "phantom-003"]  # the store's train split
-    # The same store again: the finished run is found, nothing moves.
-    messages.clear()
-    train_method(experiment, "simple", store, tmp_path)
-    assert not any("moved to" in m for m in messages)
-    assert not list(tmp_path.glob("simple.stale-*"))
-    # A run that trained on other subjects (as after a re-split) is set aside, and the
-    # method is trained again on the store's subjects.
-    record = run.data_record()
-    record["subjects"]["train"] = ["phantom-001", "phantom-002"]
-    run.data_file.write_text(json.dumps(record))
-    messages.clear()
-    train_method(experiment, "simple", store, tmp_path)
-    assert "moved to" in messages[0] and (tmp_path / "simple.stale-1").is_dir()
-    assert RunDir(tmp_path / "simple").subjects("train") == ["phantom-001", "phantom-003"]
+    # The same store again: the finished run is found, nothing is trained or moved.
+    again = train_method(experiment, "simple", store, tmp_path)
+    assert again.run_dir == first.run_dir
+    assert sorted(p.name for p in tmp_path.iterdir()) == [run.path.name]
+    # A store split otherwise (as after a re-split): another run folder; the first is kept.
+    other = Path(shutil.copytree(store, tmp_path / "other" / Path(store).name))
+    record = json.loads((other / "preprocess.json").read_text())
+    record["splits"]["train"], record["splits"]["val"] = (record["splits"]["val"],
+                                                          record["splits"]["train"])
+    (other / "preprocess.json").write_text(json.dumps(record))
+    assert method_run(experiment, "simple", other, tmp_path) != run.path
+    # A run folder whose record names other subjects (edited by hand) is refused, named.
+    data = run.data_record()
+    data["subjects"]["train"] = ["phantom-001", "phantom-002"]
+    run.data_file.write_text(json.dumps(data))
+    run.summary_file.unlink()  # not finished: it would train
+    with pytest.raises(ValueError, match=r"data.json: this run trained on other subjects "
+                                         r"\(train: .*new: phantom-003.*gone: phantom-002"):
+        train_method(experiment, "simple", store, tmp_path)

@@ -171,3 +171,23 @@ def test_a_scan_of_the_other_contrast_or_a_label_map_is_refused_with_what_to_do(
     with pytest.raises(ValueError, match=r"series.nii.gz: expected a 3-D volume"):
         synthesize_volume(as_method(identity, 64), series, tmp_path / "out.nii.gz",
                           direction="t1_to_t2")
+
+
+def test_orthogonal_views_cut_through_the_brain_with_each_plane_at_its_voxel_aspect():
+    from colab_utils.viz import orthogonal_views, volume_centre
+
+    volume = np.zeros((40, 50, 12), np.float32)
+    volume[10:30, 5:45, 2:10] = np.linspace(0.1, 1, 40)[None, :, None]  # a "brain" off-centre
+    assert volume_centre(volume) == (19, 24, 5)
+    fig = orthogonal_views([("scan", volume, (1.0, 1.0, 4.0)),
+                            ("synthetic", 1 - volume, (1.0, 1.0, 4.0))])
+    axes = fig.get_axes()
+    assert len(axes) == 6 and axes[4].get_title() == "synthetic: coronal"
+    shown = axes[0].get_images()[0].get_array()
+    assert shown.shape == (50, 40)  # axial: the plane at k = 5, rows along y
+    np.testing.assert_allclose(shown, volume[:, :, 5].T)
+    assert axes[1].get_aspect() == 4.0  # coronal: 4 mm slices drawn 4 times as tall
+    with pytest.raises(ValueError, match=r"synthetic: expected the grid of scan \(40, 50, 12\)"):
+        orthogonal_views([("scan", volume, (1, 1, 4)), ("synthetic", volume[:, :, :6], (1, 1, 4))])
+    with pytest.raises(ValueError, match="expected a voxel inside"):
+        orthogonal_views([("scan", volume, (1, 1, 4))], point=(0, 0, 12))

@@ -105,7 +105,7 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted_run(tmp_path
             manager.load(step)
     assert kills >= 1, "the run finished before it could be killed"
     out = _cli("train", "--run-dir", run, *common)
-    assert "resuming at step" in out.stdout
+    assert "resuming at step" in out.stderr
     step_a, a = _final_state(tmp_path / "straight")
     step_b, b = _final_state(run)
     assert step_a == step_b == 8

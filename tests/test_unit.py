@@ -191,7 +191,7 @@ def test_resume_in_a_new_process_equals_an_uninterrupted_run(tmp_path, toy_data,
         out = subprocess.run([sys.executable, "-c", _HALF, model_name, str(run), str(toy_data),
                               *map(str, stop)], cwd=ROOT, capture_output=True, text=True)
         assert out.returncode == 0, out.stderr[-3000:]
-        return out.stdout
+        return out.stderr  # the log
 
     config = smoke_config(model=model_name, steps_per_epoch=3, deterministic=True,
                           grid_slices=1, validate=False, tensorboard=False)
