@@ -144,3 +144,16 @@ def test_readme_is_short_and_links_the_documents():
     for document in ("EXPERIMENTS", "BENCHMARKS", "RELIABILITY", "SCALING", "REGISTRATION"):
         assert f"docs/{document}.md" in readme
         assert (ROOT / "docs" / f"{document}.md").is_file()
+    for document in ("ARCHITECTURE", "DECISIONS"):
+        assert f"docs/{document}.md" in readme
+
+
+def test_ci_runs_the_readmes_two_commands_verbatim_and_both_work_from_the_root():
+    readme = (ROOT / "README.md").read_text()
+    commands = re.findall(r"```bash\n(python3 -m venv .venv[^\n]*)\n```", readme)
+    assert len(commands) == 2, "the README has exactly two set-up commands"
+    main, tests = commands
+    assert "colab_utils pipeline" in main and "pytest" in tests
+    assert f"bash -c '{tests}'" in (ROOT / ".ci" / "run").read_text()
+    # The tests' data (the ICBM pair) is fetched where the ICBM tests look for it.
+    assert "download icbm152 --dest data/icbm152" in tests

@@ -320,9 +320,11 @@ def test_journey_a_setting_changed_keeps_what_was_done(copied, tmp_path):
     assert sum(len(v) for v in splits.values()) == 4
 
 
-def test_journey_03_opened_alone_says_what_to_run(tmp_path):
-    # Journey (d): notebook 03 on an empty workspace: a message, not a traceback.
-    nb, completed = execute("03_evaluate", tmp_path, WORKDIR=str(tmp_path / "empty"), **SMOKE)
+def test_journey_03_opened_alone_says_what_to_run(copied, tmp_path):
+    # Journey (d): notebook 03 opened before notebook 02 ran with its settings (here an
+    # image size no run has): a message, not a traceback.
+    nb, completed = execute("03_evaluate", tmp_path, WORKDIR=str(copied),
+                            **{**SMOKE, "IMAGE_SIZE": "16"})
     assert not completed
     errors = [o for c in code_cells(nb) for o in c["outputs"] if o["output_type"] == "error"]
     assert len(errors) == 1

@@ -135,11 +135,23 @@ def _read_members(archive: Path, source: str) -> dict[str, bytes]:
 def _write(folder: Path, members: dict[str, bytes], source: str) -> None:
     """Check the files' contents and write them compressed, with the notice; the record
     that marks the folder complete is written last."""
-    import nibabel as nib
 
     staging = folder.with_name(f".{folder.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
+    try:
+        _write_checked(staging, members, source)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # nothing half-written is left
+        raise
+    if folder.exists():
+        shutil.rmtree(folder)
+    staging.rename(folder)
+
+
+def _write_checked(staging: Path, members: dict[str, bytes], source: str) -> None:
+    import nibabel as nib
+
     volumes = {}
     for key, data in members.items():
         image = nib.Nifti1Image.from_bytes(data)
@@ -166,9 +178,6 @@ def _write(folder: Path, members: dict[str, bytes], source: str) -> None:
         atomic_write_bytes(staging / f"{key}.nii.gz", gzip.compress(buffer.getvalue(), 6))
     (staging / "COPYING").write_text(NOTICE)
     (staging / READY).write_text(json.dumps({"source": source, "files": FILES}, indent=1))
-    if folder.exists():
-        shutil.rmtree(folder)
-    staging.rename(folder)
 
 
 def _skew(values: np.ndarray) -> float:

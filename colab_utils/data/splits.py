@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import math
 from pathlib import Path
 
 SPLITS = ("train", "val", "test")
@@ -79,10 +80,13 @@ def read_split_file(path) -> dict[str, str]:
 
 
 def quotas(n: int, val_fraction: float, test_fraction: float) -> dict[str, int]:
-    """How many of ``n`` subjects validate and test: the fractions rounded, at least one
-    each with 3 subjects or more, and one left to train."""
-    test = max(1, round(n * test_fraction)) if n >= 3 else 0
-    val = max(1, round(n * val_fraction)) if n >= 3 else 0
+    """How many of ``n`` subjects validate and test: the fractions rounded (a half down,
+    so that a small set keeps its training subjects: 5 at 0.2 / 0.3 give 3 / 1 / 1), at
+    least one each with 3 subjects or more, and one left to train."""
+    def share(fraction):
+        return max(1, math.ceil(n * fraction - 0.5 - 1e-9)) if n >= 3 else 0
+
+    test, val = share(test_fraction), share(val_fraction)
     while n >= 3 and val + test > n - 1:
         if test >= val and test > 1:
             test -= 1

@@ -3,11 +3,10 @@
 import hashlib
 import io
 import tarfile
-import threading
-import time
 
 import numpy as np
 import pytest
+from http_server import FakeServer
 
 from colab_utils.data import download as dl
 from colab_utils.data.download import (
@@ -18,7 +17,6 @@ from colab_utils.data.download import (
     verify_file,
 )
 from colab_utils.data.manifest import Source, parse_checksum
-from http_server import FakeServer
 
 FAST = dict(backoff=0, timeout=5, progress=False, chunk_size=4096)
 

@@ -41,7 +41,8 @@ def ixi_server(tmp_path):
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
-    md5 = {n: hashlib.md5((site / n).read_bytes()).hexdigest() for n in ("IXI-T1.tar", "IXI-T2.tar")}
+    md5 = {n: hashlib.md5((site / n).read_bytes()).hexdigest()
+           for n in ("IXI-T1.tar", "IXI-T2.tar")}
     manifest = tmp_path / "manifest.csv"
     manifest.write_text(
         "name,modality,urls,checksum,size_bytes,licence,access,notes\n"

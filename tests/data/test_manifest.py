@@ -88,11 +88,10 @@ def test_an_installed_wheel_carries_the_manifest(tmp_path):
     """The notebooks pip-install the package (not editable): built as a wheel and
     installed outside the checkout, it must still find the IXI sources."""
     import os
+    import shutil
     import subprocess
     import sys
     from pathlib import Path
-
-    import shutil
 
     root = Path(__file__).resolve().parents[2]
     source, wheels, site = tmp_path / "source", tmp_path / "wheels", tmp_path / "site"

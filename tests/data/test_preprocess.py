@@ -12,10 +12,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from colab_utils.config import DataConfig
 from colab_utils.data.axial import select_slices, to_slice
 from colab_utils.data.nifti import find_pairs, load_volume
 from colab_utils.data.phantom import DESCRIPTION, write_phantom
-from colab_utils.config import DataConfig
 from colab_utils.data.preprocess import preprocess
 from colab_utils.data.store import SliceStore, load_split
 from colab_utils.data.template import mni_template
