@@ -291,23 +291,28 @@ def translate_scan(method, settings: dict, scan, direction: str, out_dir) -> Pat
 
 
 def view_volumes(volumes: dict, save_to=None) -> None:
-    """Look at volumes of one grid side by side: axial, coronal and sagittal planes
-    through one point. In Colab three sliders move the point (ipywidgets); elsewhere
-    the planes through the brain's middle are shown (and saved to ``save_to``).
+    """Look at volumes side by side on the first one's grid: axial, coronal and sagittal
+    planes through one point. In Colab three sliders move the point (ipywidgets);
+    elsewhere the planes through the brain's middle are shown (and saved to ``save_to``).
 
     Args:
-        volumes: ``{title: NIfTI path}``, all in one grid (a scan and its synthetic
-            version are).
+        volumes: ``{title: NIfTI path}``; the first sets the grid (a scan and its
+            synthetic version share it; another scan, e.g. the real T2 of a subject, is
+            resampled onto it by its affine).
     """
     import numpy as np
 
     from .data.nifti import load_volume
     from .viz import orthogonal_views, save_figure, volume_centre
 
-    rows = []
+    rows, grid = [], None
     for title, path in volumes.items():
         data, affine = load_volume(path)
-        rows.append((title, data, tuple(np.linalg.norm(affine[:3, :3], axis=0))))
+        if grid is None:
+            grid = (data.shape, affine)
+        elif data.shape != grid[0] or not np.allclose(affine, grid[1], atol=1e-4):
+            data = _on_grid(data, affine, *grid)
+        rows.append((title, data, tuple(np.linalg.norm(grid[1][:3, :3], axis=0))))
     figure = orthogonal_views(rows)
     if save_to is not None:
         save_figure(figure, save_to)
@@ -329,6 +334,16 @@ def view_volumes(volumes: dict, save_to=None) -> None:
             return
     if save_to is not None:
         show_image(save_to)
+
+
+def _on_grid(data, affine, shape, grid_affine):
+    """``data`` (on ``affine``) resampled onto a grid (trilinear, zero outside)."""
+    import numpy as np
+    from scipy import ndimage
+
+    to_source = np.linalg.inv(affine) @ grid_affine  # grid voxel -> source voxel
+    return ndimage.affine_transform(data, to_source[:3, :3], to_source[:3, 3], output_shape=shape,
+                                    order=1, mode="constant", cval=0.0).astype(np.float32)
 
 
 def offer_download(path) -> None:

@@ -191,3 +191,18 @@ def test_orthogonal_views_cut_through_the_brain_with_each_plane_at_its_voxel_asp
         orthogonal_views([("scan", volume, (1, 1, 4)), ("synthetic", volume[:, :, :6], (1, 1, 4))])
     with pytest.raises(ValueError, match="expected a voxel inside"):
         orthogonal_views([("scan", volume, (1, 1, 4))], point=(0, 0, 12))
+
+
+def test_a_thick_slice_scan_comes_back_on_its_own_grid(tmp_path):
+    # A clinical-style T1 of 5 mm axial slices: translated on the template's 1 mm grid and
+    # written back on the scan's 5 mm grid, the anatomy where it was.
+    thick = write_phantom(tmp_path / "thick", n_subjects=1, seed=4, kind="thick")
+    source = next(thick.glob("*-T1.nii.gz"))
+    out = tmp_path / "thick_t2.nii.gz"
+    synthesize_volume(as_method(identity, 64), source, out, direction="t1_to_t2")
+    original, written = nib.load(str(source)), nib.load(str(out))
+    assert max(original.header.get_zooms()[:3]) >= 4.5  # it is a thick-slice scan
+    assert written.shape == original.shape
+    np.testing.assert_allclose(written.affine, original.affine, atol=1e-4)
+    correlation, voxels = _overlap_correlation(source, out)
+    assert correlation > 0.7 and voxels > 5_000
