@@ -54,6 +54,7 @@ def test_strategy_is_a_resumable_setting():
     assert set(a.differences(b)) == {"strategy"} <= RESUMABLE_CHANGES
 
 
+@pytest.mark.extended  # about 2 minutes: python -m pytest -m extended
 def test_mirrored_training_over_two_cpus_matches_one_device(tmp_path):
     """Runs tests/distributed_child.py: TensorFlow splits the CPU into 2 logical devices
     only before it starts, so this needs a fresh process."""

@@ -157,3 +157,10 @@ def test_ci_runs_the_readmes_two_commands_verbatim_and_both_work_from_the_root()
     assert f"bash -c '{tests}'" in (ROOT / ".ci" / "run").read_text()
     # The tests' data (the ICBM pair) is fetched where the ICBM tests look for it.
     assert "download icbm152 --dest data/icbm152" in tests
+
+
+def test_every_test_file_is_tracked_by_git():
+    # A pattern in .gitignore once kept every new file under tests/data/ out of git.
+    ignored = subprocess.run(["git", "check-ignore", *map(str, ROOT.glob("tests/**/*.py"))],
+                             cwd=ROOT, capture_output=True, text=True)
+    assert ignored.returncode == 1, f"ignored by .gitignore: {ignored.stdout}{ignored.stderr}"

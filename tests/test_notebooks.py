@@ -255,16 +255,15 @@ def test_notebook_05_translates_a_scan_in_its_own_grid_shows_it_and_ships_the_mo
 
 
 def test_journey_05_with_a_model_archive_and_a_bad_scan_says_what_is_wrong(executed, tmp_path):
-    # Journey (f): a user with someone's model archive and no data of their own; first a
-    # path that is not there, then a T2 given as the T1.
+    # Journey (f): a user with someone's model archive and no data of their own gives a
+    # T2 as the T1. (A path that is not there: test_notebook_05_names_a_missing_scan.)
     workdir, _ = executed
     archive = _only(workdir / "runs" / "models", "cyclegan-32px-*.model.zip")
     store = _only(workdir / "data", "phantom-head-*_store")
     from colab_utils.data.store import SliceStore
 
     _, t2 = SliceStore(store).subject_scans(SliceStore(store).subjects("test")[0])
-    for scan, expected in ((tmp_path / "missing.nii.gz", "missing.nii.gz: no such file"),
-                           (t2, "is it a T2? Then translate it with direction t2_to_t1")):
+    for scan, expected in ((t2, "is it a T2? Then translate it with direction t2_to_t1"),):
         nb, completed = execute("05_translate_your_scan", tmp_path,
                                 WORKDIR=str(tmp_path / "mine"), MODEL=str(archive),
                                 SCAN=str(scan), **SMOKE)
@@ -389,3 +388,16 @@ def test_workspace_and_hardware_outside_colab(tmp_path, monkeypatch, capsys):
         colab.show_image(tmp_path / "missing.png")
     colab.show_markdown("| a |\n|---|\n| 1 |")
     assert "| 1 |" in capsys.readouterr().out
+
+
+def test_notebook_05_names_a_missing_scan_and_an_empty_field_outside_colab(tmp_path):
+    from colab_utils import colab
+
+    space = colab.workspace(str(tmp_path / "work"), use_drive=False)
+    with pytest.raises(colab.StopNotebook, match=r"missing.nii.gz: no such file. Give the "
+                                                 r"path of a NIfTI file"):
+        colab.your_scan(str(tmp_path / "missing.nii.gz"), space)
+    with pytest.raises(colab.StopNotebook, match="SCAN is empty: give the path of a NIfTI"):
+        colab.your_scan("  ", space)
+    with pytest.raises(colab.StopNotebook, match="SCAN = example needs a store"):
+        colab.your_scan("example", space, store=None)

@@ -99,3 +99,31 @@ def test_a_checkpoint_of_an_earlier_version_under_mixed_float16_still_resumes(ha
     assert set(changes) == {"gen_optimizer_loss_scale", "disc_optimizer_loss_scale"}
     inner = model.state_groups()["gen_optimizer"]
     np.testing.assert_array_equal(inner[-1].numpy(), arrays[f"gen_optimizer/{len(inner) - 1:05d}"])
+
+
+SLOW = pytest.mark.extended  # about 45 s each: python -m pytest -m extended
+
+
+@pytest.mark.parametrize("model_name", ["cyclegan", pytest.param("unit", marks=SLOW),
+                                        pytest.param("pix2pix", marks=SLOW)])
+def test_the_gpu_configuration_trains_and_resumes_without_xla(model_name, tmp_path):
+    # What Keras does on a T4: mixed_float16 and the train step compiled with XLA (which
+    # also runs on a CPU). Two steps so, then the run resumes without XLA, as on a CPU
+    # runtime: the setting is recorded, the steps go on, the losses stay finite.
+    data = write_toy_dataset(tmp_path / "toy", n_train=8, n_val=2, n_test=2, size=32, seed=3)
+    config = _config("mixed_float16", model=model_name, jit_compile="true")
+    first = train(config, tmp_path / "run", data, show_inline=False, stop_at_step=2)
+    assert first.global_step == 2
+    step, _, meta = CheckpointManager(tmp_path / "run" / "checkpoints").latest()
+    assert step == 2 and meta["policy"] == "mixed_float16"
+    import json
+
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["jit_compile"] == "true"
+    second = train(_config("mixed_float16", model=model_name, jit_compile="false"),
+                   tmp_path / "run", data, show_inline=False)
+    assert second.resumed_from == 2 and second.global_step == 4
+    from colab_utils.viz import read_history
+
+    losses = [v for row in read_history(tmp_path / "run" / "history.csv")
+              for v in row.values() if isinstance(v, float)]
+    assert losses and np.isfinite(losses).all()

@@ -85,9 +85,9 @@ def _kill_after_checkpoint(args, checkpoints: Path, step: int, delay: float) -> 
 
 
 def test_sigkill_at_random_moments_then_resume_equals_uninterrupted_run(tmp_path, toy_data):
-    """8 steps in one process == two runs SIGKILLed at random moments (a checkpoint is
-    written after every step, so kills land in and between writes) and a final
-    restart. Every committed checkpoint verifies at every point."""
+    """8 steps in one process == a run SIGKILLed at a random moment (a checkpoint is
+    written after every step, so a kill lands in or between writes) and a restart.
+    Every committed checkpoint verifies after the kill."""
     common = ["--data", toy_data, "--preset", "smoke", "--steps-per-epoch", 4,
               "--deterministic", "true", "--grid-slices", 1, "--validate", "false",
               "--checkpoint-every-steps", 1, "--keep-checkpoints", 2, "--tensorboard", "false"]
@@ -96,7 +96,7 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted_run(tmp_path
     checkpoints = run / "checkpoints"
     moments = random.Random(7)
     kills = 0
-    for after_step in (2, 5):
+    for after_step in (3,):
         code = _kill_after_checkpoint(["train", "--run-dir", run, *common], checkpoints,
                                       after_step, moments.uniform(0.0, 0.3))
         kills += code == -signal.SIGKILL

@@ -183,6 +183,7 @@ train(config, sys.argv[2], sys.argv[3], show_inline=False,
 """
 
 
+@pytest.mark.extended  # UNIT; CycleGAN's new-process resume runs in CI (test_training.py)
 @pytest.mark.parametrize("model_name", ["unit"])
 def test_resume_in_a_new_process_equals_an_uninterrupted_run(tmp_path, toy_data, model_name):
     """6 steps in one run == 3 steps in a process, then a new process for the other 3: weights,
@@ -207,7 +208,7 @@ def test_resume_in_a_new_process_equals_an_uninterrupted_run(tmp_path, toy_data,
         np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
 
 
-@pytest.mark.parametrize("model_name", ["unit", "unit_s"])
+@pytest.mark.parametrize("model_name", ["unit", pytest.param("unit_s", marks=pytest.mark.extended)])
 def test_cli_trains_unit_with_grids_and_an_export_that_loads(tmp_path, toy_data, model_name):
     run = tmp_path / model_name
     out = subprocess.run(
