@@ -5,9 +5,10 @@ would judge them.
 Per kind, ``--subjects`` subjects are registered as preprocessing does (correct). Each
 broken registration is the correct one composed with a known error in template space:
 ``shift`` (12 mm along each axis), ``scale`` (the brain 15% too large), ``flip`` (upside
-down), ``head_into_brain`` (the head squeezed into the brain's outline: 0.78×, the error
-registration used to make on full heads). Correct subjects are judged as one batch; each
-broken one is judged in a batch with the correct ones. Prints one JSON line per kind and a
+down), ``head_into_brain`` (the template's brain stretched 1.2× over the head: the head
+squeezed into the brain's outline, the error registration used to make on full heads).
+Correct subjects are judged as one batch; each broken one is judged in a batch with the
+correct ones. Prints one JSON line per kind and a
 summary line: correct ones flagged (the goal is 0) and broken ones missed (the goal is 0).
 
     python benchmarks/qc_set.py [--kinds head,brain,thick,icbm] [--subjects 6]
@@ -27,7 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 ERRORS = {"shift": ("translate", (12.0, 12.0, 12.0)), "scale": ("scale", 1 / 1.15),
-          "flip": ("flip", None), "head_into_brain": ("scale", 1 / 0.78)}
+          "flip": ("flip", None), "head_into_brain": ("scale", 1.2)}
 
 
 def _error(kind: str, value):

@@ -113,7 +113,7 @@ def test_the_gpu_configuration_trains_and_resumes_without_xla(model_name, tmp_pa
     data = write_toy_dataset(tmp_path / "toy", n_train=8, n_val=2, n_test=2, size=32, seed=3)
     config = _config("mixed_float16", model=model_name, jit_compile="true")
     first = train(config, tmp_path / "run", data, show_inline=False, stop_at_step=2)
-    assert first.global_step == 2
+    assert first.global_step == 2 and first.xla  # compiled with XLA, not quietly without
     step, _, meta = CheckpointManager(tmp_path / "run" / "checkpoints").latest()
     assert step == 2 and meta["policy"] == "mixed_float16"
     import json
@@ -121,9 +121,18 @@ def test_the_gpu_configuration_trains_and_resumes_without_xla(model_name, tmp_pa
     assert json.loads((tmp_path / "run" / "config.json").read_text())["jit_compile"] == "true"
     second = train(_config("mixed_float16", model=model_name, jit_compile="false"),
                    tmp_path / "run", data, show_inline=False)
-    assert second.resumed_from == 2 and second.global_step == 4
+    assert second.resumed_from == 2 and second.global_step == 4 and not second.xla
     from colab_utils.viz import read_history
 
     losses = [v for row in read_history(tmp_path / "run" / "history.csv")
               for v in row.values() if isinstance(v, float)]
     assert losses and np.isfinite(losses).all()
+
+
+def test_a_deterministic_run_says_it_trains_without_xla(tmp_path, messages):
+    data = write_toy_dataset(tmp_path / "toy", n_train=8, n_val=2, n_test=2, size=32, seed=3)
+    config = _config("float32", jit_compile="true", deterministic=True)
+    result = train(config, tmp_path / "run", data, show_inline=False, stop_at_step=1)
+    assert not result.xla
+    assert any("jit_compile true, but Keras trains this run without XLA" in m
+               for m in messages)

@@ -62,6 +62,9 @@ class TrainResult:
     # Why training stopped before its last step in this call ("" when it did not: it
     # finished, or stop_at_step was reached).
     stopped: str = ""
+    # Whether the train step ran compiled with XLA (Keras decides "auto"; it refuses XLA
+    # for a deterministic run).
+    xla: bool = False
 
     @property
     def finished(self) -> bool:
@@ -95,6 +98,12 @@ def _configure_reproducibility(config: TrainConfig, seed: int) -> None:
     keras.utils.set_random_seed(seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
+    else:  # a run after a deterministic one in the same process (a notebook) is not
+        try:  # held to it, nor kept from XLA, which Keras refuses under determinism
+            from tensorflow.python.framework.config import disable_op_determinism
+        except ImportError:  # an older TensorFlow: determinism stays as it was
+            return
+        disable_op_determinism()
 
 
 def _load_data(config: TrainConfig, data, train_data, val_data):
@@ -218,8 +227,12 @@ def _train_attempt(config: TrainConfig, run: RunDir, train_data: SliceSet,
     manager = CheckpointManager(run.checkpoints, keep=config.keep_checkpoints)
     resumed_from = _restore(model, manager, spe, attempts, policy, describe(strategy))
     step = int(model.global_step.numpy())
-    logger.info("%s run %s: policy %s, %s, %d steps/epoch, %s%s of %d", config.model,
-                run.path, policy, describe(strategy), spe,
+    xla = bool(getattr(model, "jit_compile", False))
+    if config.jit_compile == "true" and not xla:
+        logger.warning("jit_compile true, but Keras trains this run without XLA (a "
+                       "deterministic run, or a layer XLA cannot compile)")
+    logger.info("%s run %s: policy %s%s, %s, %d steps/epoch, %s%s of %d", config.model,
+                run.path, policy, ", XLA" if xla else "", describe(strategy), spe,
                 f"attempt {attempts.current + 1} (seed {seed}), " if attempts.current else "",
                 f"resuming at step {step}" if resumed_from is not None else "starting fresh",
                 total_steps)
@@ -279,14 +292,14 @@ def _train_attempt(config: TrainConfig, run: RunDir, train_data: SliceSet,
                        "checkpoint is saved. Run the same command (or notebook) again to "
                        "continue%s", run.path, step, total_steps, f" ({left})" if left else "")
         return TrainResult(run.path, step, total_steps, resumed_from, policy, {},
-                           stopped="time budget")
+                           stopped="time budget", xla=xla)
     exported = {}
     if resumed_from != total_steps or not run.generator("t1_to_t2").is_file():
         exported = run.save_generators(model)
     else:
         logger.info("run %s was already complete at step %d; nothing to do", run.path, step)
     return _finish(run, TrainResult(run.path, step, total_steps, resumed_from, policy,
-                                    exported), spe, attempts, seed)
+                                    exported, xla=xla), spe, attempts, seed)
 
 
 def _callbacks(config: TrainConfig, run: RunDir, val_data: SliceSet, show_inline, save,
@@ -351,7 +364,8 @@ def _finish(run: RunDir, result: TrainResult, spe: int, attempts: Attempts | Non
             seed: int | None = None) -> TrainResult:
     write_record(run.summary_file, {
         "global_step": result.global_step, "total_steps": result.total_steps,
-        "steps_per_epoch": spe, "policy": result.policy, "resumed_from": result.resumed_from,
+        "steps_per_epoch": spe, "policy": result.policy, "xla": result.xla,
+        "resumed_from": result.resumed_from,
         "exported": {k: str(v) for k, v in result.exported.items()},
         "seed": seed, "attempt": attempts.current if attempts else 0,
         "restarts": attempts.restarts if attempts else []})
