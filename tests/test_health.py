@@ -201,6 +201,7 @@ def _weights(run):
     return step, arrays, meta
 
 
+@pytest.mark.extended  # 1-1.5 minutes; restarts are also recorded in the tests below
 def test_restart_is_recorded_and_a_run_killed_during_it_resumes_like_an_uninterrupted_one(
         tmp_path, store, monkeypatch):
     config = _short(collapse_grace=0, max_restarts=2)
