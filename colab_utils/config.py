@@ -40,6 +40,9 @@ JIT_CHOICES = ("auto", "true", "false")
 SOURCES = ("phantom", "ixi", "folder", "gdrive")
 PHANTOM_KINDS = ("head", "brain", "thick", "icbm")
 PROTOCOLS = ("", "ixi-40")
+# Who makes each subject's brain mask: the project's own refinement, or deepbet (a
+# learned extractor, optional: pip install deepbet, which needs torch).
+BRAIN_EXTRACTORS = ("own", "deepbet")
 # UNIT's loss weights in its paper (Liu et al. 2017), λ0..λ4: GAN, VAE KL, VAE
 # reconstruction, cycle KL, cycle reconstruction.
 UNIT_PAPER_WEIGHTS = (10.0, 0.1, 100.0, 0.1, 100.0)
@@ -158,6 +161,9 @@ class DataConfig(_Settings):
     unpaired: bool = False
     # Leave the subjects QC flags out of every split.
     exclude_outliers: bool = False
+    # Each subject's brain mask: "own" (intensity and morphology, no extra package) or
+    # "deepbet" (learned; needs the deepbet package and torch; docs/REGISTRATION.md).
+    brain_extractor: str = "own"
     shard_size: int = 512
     workers: int = 2
 
@@ -166,6 +172,7 @@ class DataConfig(_Settings):
         check_choice("protocol", self.protocol, PROTOCOLS)
         check_choice("phantom_kind", self.phantom_kind, PHANTOM_KINDS)
         check_choice("slices", self.slices, SLICE_MODES)
+        check_choice("brain_extractor", self.brain_extractor, BRAIN_EXTRACTORS)
         if not 0 <= self.clip_low < self.clip_high <= 100:
             raise ValueError("clip_low/clip_high: expected 0 <= low < high <= 100, got "
                              f"{self.clip_low}, {self.clip_high}")

@@ -59,6 +59,8 @@ def store_name(data: DataConfig) -> str:
     same store, grown or split again)."""
     values = data.to_dict()
     key = {k: values[k] for k in SOURCE_FIELDS + SUBJECT_FIELDS}
+    if data.brain_extractor != "own":  # other masks, another store (own: names as before)
+        key["brain_extractor"] = data.brain_extractor
     return f"{source_name(data)}-{short_hash(key)}_store"
 
 

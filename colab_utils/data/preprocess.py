@@ -5,7 +5,8 @@ Per subject (in parallel worker processes, each subject independent):
 1. load T1 and T2 (RAS+); register T1 → MNI152 (affine, driven by the brain:
    :mod:`.registration`) and T2 → T1 (rigid, inside the T1's brain region);
    resample both into template space (1 mm, 197 × 233 × 189);
-2. the subject's own brain mask (:mod:`.brain_mask`); clip intensities to
+2. the subject's brain mask (:mod:`.brain_mask`, the project's own; or a learned
+   extractor, :mod:`.extractor`, with ``brain_extractor``); clip intensities to
    percentiles inside it, scale to [0, 1], zero outside it;
 3. take axial slices (the article's single slice, a range, or every slice
    with enough brain), padded/cropped to ``size`` × ``size``, with the mask;
@@ -97,8 +98,9 @@ def register_pair(t1_path, t2_path, transforms: dict | None = None) -> Registere
     return RegisteredPair(t1_image, t2_image, t1_to_template, t2_to_t1)
 
 
-def register_subject(t1_path, t2_path):
-    """Load a subject's T1 and T2 and bring both into MNI152 template space.
+def register_subject(t1_path, t2_path, extractor: str = "own"):
+    """Load a subject's T1 and T2 and bring both into MNI152 template space (the brain
+    mask made by ``extractor``, :func:`.extractor.brain_mask`).
 
     Returns:
         ``(t1, t2, mask, quality)``: float32 volumes on the template grid (not
@@ -106,7 +108,8 @@ def register_subject(t1_path, t2_path):
         numbers (:func:`colab_utils.data.qc.quality_numbers`, the registrations'
         final metrics and winning starts).
     """
-    t1_in_template, t2_in_template, mask, pair = register_into_template(t1_path, t2_path)
+    t1_in_template, t2_in_template, mask, pair = register_into_template(
+        t1_path, t2_path, extractor=extractor)
     from .qc import quality_numbers
 
     slice_mm = max(max(pair.t1_image.GetSpacing()), max(pair.t2_image.GetSpacing()))
@@ -116,14 +119,19 @@ def register_subject(t1_path, t2_path):
                     "metric_t2_to_t1": round(pair.t2_to_t1.metric, 4),
                     "start_t1_to_template": pair.t1_to_template.start,
                     "start_t2_to_t1": pair.t2_to_t1.start, "transforms": pair.transforms()})
+    if pair.mask_info["mask_extractor"] != "own":  # the own mask's records stay as they were
+        quality["mask_extractor"] = pair.mask_info["mask_extractor"]
     return t1_in_template, t2_in_template, mask, quality
 
 
-def register_into_template(t1_path, t2_path, transforms: dict | None = None):
-    """:func:`register_pair`, then T1, T2 and the subject's brain mask on the template grid:
-    ``(t1, t2, mask, pair)`` (``pair.mask_info`` describes the mask)."""
+def register_into_template(t1_path, t2_path, transforms: dict | None = None, *,
+                           extractor: str = "own"):
+    """:func:`register_pair`, then T1, T2 and the subject's brain mask on the template grid
+    (made by ``extractor``: "own" or a learned one, :func:`.extractor.brain_mask`):
+    ``(t1, t2, mask, pair)`` (``pair.mask_info`` describes the mask, ``mask_extractor``
+    who made it)."""
     from . import registration as reg
-    from .brain_mask import subject_brain_mask
+    from .extractor import brain_mask
 
     pair = register_pair(t1_path, t2_path, transforms)
     template, _ = reg.template_images()
@@ -131,7 +139,7 @@ def register_into_template(t1_path, t2_path, transforms: dict | None = None):
                                                    pair.t1_to_template.transform))
     t2_in_template, _ = reg.from_sitk(reg.resample(pair.t2_image, template,
                                                    pair.template_to_t2))
-    mask, pair.mask_info = subject_brain_mask(t1=t1_in_template)
+    mask, pair.mask_info = brain_mask(t1_in_template, extractor)
     return t1_in_template, t2_in_template, mask, pair
 
 
@@ -143,7 +151,7 @@ def process_subject(subject: str, t1_path, t2_path, store, config: DataConfig) -
 
     store = SliceStore(store)
     started = time.perf_counter()
-    t1, t2, mask, quality = register_subject(t1_path, t2_path)
+    t1, t2, mask, quality = register_subject(t1_path, t2_path, config.brain_extractor)
     _, template_mask, _ = mni_template()
     t1 = normalise(t1, mask, config.clip_low, config.clip_high)
     t2 = normalise(t2, mask, config.clip_low, config.clip_high)
@@ -182,10 +190,21 @@ def preprocess(pairs: dict, store, config: DataConfig | None = None, *,
     Raises:
         ValueError: Per-subject settings differ from the store's, the split cannot
             be made (naming why), or no subject could be processed.
+        ImportError: ``brain_extractor`` names a learned extractor that is not
+            installed (the message names the package).
     """
+    from .extractor import require_extractor
+
     config = config.validated() if config else DataConfig()
+    require_extractor(config.brain_extractor)
     workers = workers or config.workers
     store = SliceStore(store)
+    # A store made before the setting existed had the own masks.
+    made_with = store.settings().get("brain_extractor", "own")
+    if store.settings() and made_with != config.brain_extractor:
+        raise ValueError(f"{store.record_file}: this store's brain masks were made by "
+                         f"brain_extractor={made_with!r}, not {config.brain_extractor!r}; "
+                         "use the same setting or a new store directory")
     store.open_for(config)
     todo = {s: p for s, p in sorted(pairs.items()) if store.subject_record(s) is None}
     logger.info("%d subjects, %d already done, %d to do with %d worker(s)", len(pairs),
