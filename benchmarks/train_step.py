@@ -10,7 +10,8 @@ runs in the same sitting for a ratio.
     python benchmarks/train_step.py [--size 256] [--steps 5] [--rounds 3] [--torch-python PATH]
     python benchmarks/train_step.py --models cyclegan,unit,cyclegan_s,unit_s,pix2pix,supervised
 
-fp32_vs_torch > 1 means the Keras float32 step is faster than PyTorch's.
+fp32_vs_torch > 1 means the Keras float32 step is faster than PyTorch's; bf16_vs_torch
+the same for Keras' mixed_bfloat16 against PyTorch's bf16 autocast.
 """
 
 from __future__ import annotations
@@ -67,6 +68,19 @@ def measure(precision: str, size: int, steps: int, warmup: int, model_name: str)
     return {"policy": policy, "s_per_step": per_step, "peak_rss_mb": round(peak_mb, 1)}
 
 
+def cpu_name() -> str:
+    """The CPU's model name and its bf16 matrix instructions, for the record."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    name = re.search(r"model name\s*:\s*(.+)", text)
+    flags = set((re.search(r"flags\s*:\s*(.+)", text) or re.search("(.*)", "")).group(1).split())
+    kinds = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
+    return f"{name.group(1).strip() if name else 'unknown'} ({os.cpu_count()} cores; " \
+           f"{', '.join(kinds) or 'no bf16 instructions'})"
+
+
 def run_child(precision: str, args, model: str) -> dict:
     out = subprocess.run(
         [sys.executable, __file__, "--child", precision, "--size", str(args.size),
@@ -78,10 +92,10 @@ def run_child(precision: str, args, model: str) -> dict:
     return json.loads(lines[-1])
 
 
-def run_torch(python: str, size: int) -> float:
+def run_torch(python: str, size: int, precision: str = "fp32") -> float:
     script = ROOT / "benchmarks" / "torch_reference.py"
-    out = subprocess.run([python, str(script), str(size)], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run([python, str(script), str(size), "5", precision], capture_output=True,
+                         text=True, check=True)
     match = re.search(r"([0-9.]+) s/step", out.stdout)
     if not match:
         raise RuntimeError(f"unexpected output of {script}: {out.stdout!r}")
@@ -128,12 +142,14 @@ def compare(args, model: str) -> dict:
     """float32 against mixed precision (and PyTorch for CycleGAN) for one method."""
     # Rounds alternate the implementations so that drifts in machine speed
     # (these machines are noisy) hit all of them alike; medians are reported.
-    runs = {"fp32": [], "mixed": [], "torch": []}
+    runs = {"fp32": [], "mixed": [], "torch": [], "torch_bf16": []}
     for _ in range(args.rounds):
         runs["fp32"].append(run_child("float32", args, model))
-        runs["mixed"].append(run_child(args.mixed, args, model))
         if args.torch_python and model == "cyclegan":
             runs["torch"].append(run_torch(args.torch_python, args.size))
+        runs["mixed"].append(run_child(args.mixed, args, model))
+        if args.torch_python and model == "cyclegan" and "bfloat16" in runs["mixed"][-1]["policy"]:
+            runs["torch_bf16"].append(run_torch(args.torch_python, args.size, "bf16"))
     fp32_s = statistics.median(r["s_per_step"] for r in runs["fp32"])
     mixed_s = statistics.median(r["s_per_step"] for r in runs["mixed"])
     result = {
@@ -156,6 +172,13 @@ def compare(args, model: str) -> dict:
         result["torch_fp32_s_per_step"] = round(torch_s, 3)
         result["torch_all_s"] = [round(t, 3) for t in runs["torch"]]
         result["fp32_vs_torch"] = round(torch_s / fp32_s, 2)
+    if runs["torch_bf16"]:
+        torch_s = statistics.median(runs["torch_bf16"])
+        result["torch_bf16_s_per_step"] = round(torch_s, 3)
+        result["torch_bf16_all_s"] = [round(t, 3) for t in runs["torch_bf16"]]
+        result["bf16_vs_torch"] = round(torch_s / mixed_s, 2)
+    result["mixed_all_s"] = [round(r["s_per_step"], 3) for r in runs["mixed"]]
+    result["cpu"] = cpu_name()
     return result
 
 

@@ -25,7 +25,8 @@ PHANTOM_FIELDS = ("subjects", "phantom_kind", "phantom_seed", "phantom_lesions",
 PREPROCESS_FIELDS = ("pair_pattern", "slices", "seed_slice", "slice_range", "min_brain_fraction",
                      "slice_size",
                      "clip_low", "clip_high", "val_fraction", "test_fraction", "split_seed",
-                     "split_file", "unpaired", "exclude_outliers", "shard_size", "workers")
+                     "split_file", "unpaired", "exclude_outliers", "brain_extractor",
+                     "shard_size", "workers")
 
 
 def _add_setting_flags(parser, defaults, names, title: str) -> None:
@@ -215,8 +216,13 @@ def _cmd_download(args) -> int:
     return 0
 
 
-_INFERENCE_PRECISION = ("dtype policy to translate in: as trained (default), auto (mixed "
-                        "precision where the hardware supports it) or a policy name")
+_INFERENCE_PRECISION = ("dtype policy to translate in: as trained (default; a mixed_float16 "
+                        "model away from a GPU as auto), auto (mixed precision where the "
+                        "hardware supports it) or a policy name")
+_SYNTHESIS_PRECISION = ("dtype policy to translate in: auto (default: mixed_bfloat16 on CPUs "
+                        "with bf16 instructions, mixed_float16 on tensor-core GPUs, else "
+                        "float32; masked SSIM against float32 >= 0.995, docs/BENCHMARKS.md), "
+                        "float32 to force full precision, or another policy name")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -332,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--output", required=True, help="output NIfTI")
     synth.add_argument("--direction", choices=("t1_to_t2", "t2_to_t1"), default="t1_to_t2")
     synth.add_argument("--batch-size", type=int, default=16)
-    synth.add_argument("--precision", help=_INFERENCE_PRECISION)
+    synth.add_argument("--precision", default="auto", help=_SYNTHESIS_PRECISION)
     synth.add_argument("--skip-contrast-check", action="store_true",
                        help="translate even an input whose intensities inside the brain are "
                             "ordered like the other contrast's")

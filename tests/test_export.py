@@ -111,3 +111,33 @@ def test_hub_models_go_through_keras_own_loading(monkeypatch):
     assert list(method.translators) == ["t1_to_t2"] and preprocess["slice_size"] == 256
     with pytest.raises(ValueError, match="say which direction"):
         load_model("hf://someone/t1-to-t2")
+
+
+def test_a_scan_translated_in_bf16_matches_float32_and_the_synthesize_default_is_auto(
+        exported, phantom_dir, tmp_path):
+    import nibabel as nib
+
+    from colab_utils.cli import build_parser
+    from colab_utils.evaluation.synthesis import synthesize_volume
+    from colab_utils.metrics import plane_scores
+
+    _, archive = exported
+    outputs = {}
+    for policy in ("float32", "mixed_bfloat16"):
+        method, settings = load_model(archive, precision=policy)
+        assert method.policy == policy
+        out = tmp_path / f"{policy}.nii.gz"
+        synthesize_volume(method, phantom_dir / "phantom-001-T1.nii.gz", out,
+                          direction="t1_to_t2", slice_size=settings["slice_size"],
+                          clip_low=settings["clip_low"], clip_high=settings["clip_high"])
+        outputs[policy] = np.asarray(nib.load(str(out)).dataobj, np.float32)
+    full, half = outputs["float32"], outputs["mixed_bfloat16"]
+    inside = full > 0
+    assert inside.sum() > 100_000 and not np.array_equal(full, half)  # bf16 did run
+    scale = float(full[inside].max())
+    per_plane = plane_scores(full / scale, half / scale, inside, axis=2)["ssim"]
+    assert np.nanmean(per_plane) >= 0.995 and np.nanmin(per_plane) >= 0.98
+    # The command line translates in the hardware's fastest policy unless told otherwise.
+    args = build_parser().parse_args(["synthesize", "--model", "m", "--input", "i",
+                                      "--output", "o"])
+    assert args.precision == "auto"

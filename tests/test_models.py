@@ -220,6 +220,23 @@ def test_with_policy_recomputes_a_float32_generator_in_mixed_precision_and_back(
     np.testing.assert_array_equal(back(x).numpy(), reference)
 
 
+def test_a_model_translates_as_trained_unless_float16_would_run_on_a_cpu(monkeypatch):
+    from colab_utils.runtime import precision
+
+    monkeypatch.setattr(precision, "auto_policy", lambda: "mixed_bfloat16")
+    monkeypatch.setattr(precision.tf.config, "list_physical_devices", lambda kind=None: [])
+    assert precision.inference_policy("float32", None) == "float32"
+    assert precision.inference_policy("mixed_bfloat16", None) == "mixed_bfloat16"
+    # Trained on a T4, translated on a CPU runtime: float16 has no fast path there.
+    assert precision.inference_policy("mixed_float16", None) == "mixed_bfloat16"
+    assert precision.inference_policy("mixed_float16", "float32") == "float32"
+    assert precision.inference_policy("float32", "auto") == "mixed_bfloat16"
+    monkeypatch.setattr(precision.tf.config, "list_physical_devices", lambda kind=None: ["GPU"])
+    assert precision.inference_policy("mixed_float16", None) == "mixed_float16"
+    with pytest.raises(ValueError, match="precision"):
+        precision.inference_policy("float32", "half")
+
+
 def test_spectral_norm_bounds_each_discriminator_kernel_in_training_only():
     d = patchgan_discriminator(image_size=32, filters=8, n_layers=2, spectral_norm=True)
     wrapped = [layer for layer in d.layers

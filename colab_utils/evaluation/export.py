@@ -251,10 +251,11 @@ def _load_hub(address: str, direction: str | None, batch_size: int, precision: s
         raise ValueError(f"{address}: say which direction the model translates "
                          f"(direction: one of {list(DIRECTIONS)})")
     generator = keras.saving.load_model(address, compile=False)
-    if precision is not None:
-        from ..runtime.precision import resolve_policy, with_policy
+    from ..runtime.precision import compute_policy, inference_policy, with_policy
 
-        generator = with_policy(generator, resolve_policy(precision))
+    trained = compute_policy(generator)
+    if inference_policy(trained, precision) != trained:
+        generator = with_policy(generator, inference_policy(trained, precision))
     size = generator.input_shape[1]
     method = Method(address, size, {direction: keras_translator(generator, batch_size)},
                     address, context=(int(generator.input_shape[-1]) - 1) // 2)

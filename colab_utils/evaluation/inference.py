@@ -25,7 +25,7 @@ from ..data.slices import SliceSet
 from ..models import networks  # noqa: F401  (registers the custom layers .keras files name)
 from ..models.simple import SimpleBaseline
 from ..models.translation import generate
-from ..runtime.precision import compute_policy, resolve_policy, with_policy
+from ..runtime.precision import compute_policy, inference_policy, with_policy
 from ..training.rundir import RunDir
 from ..validation import check_choice
 
@@ -107,18 +107,18 @@ def keras_translator(generator, batch_size: int = 8, channels: int = 1) -> Trans
 def load_generator(path, precision: str | None = None) -> keras.Model:
     """Load an exported generator (``.keras``).
 
-    ``precision``: ``None`` computes in the dtype policy it was trained with;
-    ``auto`` or a policy name rebuilds it under that policy (see
-    :func:`colab_utils.runtime.precision.with_policy`).
+    ``precision``: see :func:`colab_utils.runtime.precision.inference_policy`
+    (``None``: as trained; ``auto``: the fastest policy of this hardware); a policy
+    other than the trained one rebuilds the generator under it
+    (:func:`colab_utils.runtime.precision.with_policy`).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"generator file not found: {path}")
     model = keras.saving.load_model(path, compile=False)
-    if precision is None:
-        return model
-    policy = resolve_policy(precision)
-    return model if compute_policy(model) == policy else with_policy(model, policy)
+    trained = compute_policy(model)
+    policy = inference_policy(trained, precision)
+    return model if policy == trained else with_policy(model, policy)
 
 
 def load_method(source, *, direction: str | None = None, batch_size: int = 8,

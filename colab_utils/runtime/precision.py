@@ -43,6 +43,23 @@ def resolve_policy(precision: str) -> str:
     return precision
 
 
+def inference_policy(trained: str, precision: str | None) -> str:
+    """The dtype policy a trained generator translates in.
+
+    ``precision`` ``None`` keeps the policy it was trained in, except
+    ``mixed_float16`` away from a GPU (a CPU has no fast float16: a model trained on a
+    T4 and used on a CPU runtime translates in :func:`auto_policy`'s choice); ``auto``
+    is the fastest this hardware offers (``mixed_bfloat16`` on CPUs with bf16
+    instructions, ``mixed_float16`` on tensor-core GPUs); a policy name forces it
+    (``float32`` for bit-for-bit float32 results).
+    """
+    if precision is None:
+        if trained == "mixed_float16" and not tf.config.list_physical_devices("GPU"):
+            return auto_policy()
+        return trained
+    return resolve_policy(precision)
+
+
 def apply_policy(policy: str) -> str:
     """Set Keras' global dtype policy; models built afterwards use it."""
     check_choice("dtype policy", policy, POLICIES)
