@@ -218,8 +218,10 @@ def trained_model(model: str, sha256_digest: str, direction: str, run_dir):
                  "an https link with MODEL_SHA256, or hf://owner/name)")
         archive = export_model(run_dir, Path(run_dir).parent / "models")
     try:
+        # Translating a scan is inference on this runtime: its fastest policy (bf16 on
+        # CPUs with bf16 instructions), as the synthesize command does.
         method, settings = load_model(source, sha256_digest=sha256_digest.strip() or None,
-                                      direction=direction)
+                                      direction=direction, precision="auto")
     except (OSError, ValueError) as err:
         stop(f"MODEL {source}: {err}")
     if direction not in method.translators:
@@ -290,60 +292,22 @@ def translate_scan(method, settings: dict, scan, direction: str, out_dir) -> Pat
     return output
 
 
-def view_volumes(volumes: dict, save_to=None) -> None:
-    """Look at volumes side by side on the first one's grid: axial, coronal and sagittal
-    planes through one point. In Colab three sliders move the point (ipywidgets);
-    elsewhere the planes through the brain's middle are shown (and saved to ``save_to``).
+def view_volumes(volumes: dict, save_to=None, viewer: str = "auto") -> None:
+    """Look at volumes side by side: axial, coronal and sagittal planes through one point,
+    the point moved by linked NiiVue crosshairs when ``ipyniivue`` is installed (a WebGL
+    viewer, in Jupyter and Colab), by three sliders in Colab without it; elsewhere the
+    planes through the brain's middle. The still figure is saved to ``save_to`` either way
+    (:func:`colab_utils.viewer.show` says how the viewer is picked).
 
     Args:
         volumes: ``{title: NIfTI path}``; the first sets the grid (a scan and its
             synthetic version share it; another scan, e.g. the real T2 of a subject, is
             resampled onto it by its affine).
+        viewer: ``"auto"``, ``"niivue"``, ``"sliders"`` or ``"static"``.
     """
-    import numpy as np
+    from .viewer import show
 
-    from .data.nifti import load_volume
-    from .viz import orthogonal_views, save_figure, volume_centre
-
-    rows, grid = [], None
-    for title, path in volumes.items():
-        data, affine = load_volume(path)
-        if grid is None:
-            grid = (data.shape, affine)
-        elif data.shape != grid[0] or not np.allclose(affine, grid[1], atol=1e-4):
-            data = _on_grid(data, affine, *grid)
-        rows.append((title, data, tuple(np.linalg.norm(grid[1][:3, :3], axis=0))))
-    figure = orthogonal_views(rows)
-    if save_to is not None:
-        save_figure(figure, save_to)
-    if in_colab():
-        try:
-            import ipywidgets
-            from IPython.display import display
-        except ImportError:
-            ipywidgets = None
-        if ipywidgets is not None:
-            shape = rows[0][1].shape
-
-            def draw(i, j, k):
-                display(orthogonal_views(rows, (i, j, k)))
-
-            centre = volume_centre(rows[0][1])
-            ipywidgets.interact(draw, **{axis: ipywidgets.IntSlider(value=c, min=0, max=n - 1)
-                                         for axis, c, n in zip("ijk", centre, shape)})
-            return
-    if save_to is not None:
-        show_image(save_to)
-
-
-def _on_grid(data, affine, shape, grid_affine):
-    """``data`` (on ``affine``) resampled onto a grid (trilinear, zero outside)."""
-    import numpy as np
-    from scipy import ndimage
-
-    to_source = np.linalg.inv(affine) @ grid_affine  # grid voxel -> source voxel
-    return ndimage.affine_transform(data, to_source[:3, :3], to_source[:3, 3], output_shape=shape,
-                                    order=1, mode="constant", cval=0.0).astype(np.float32)
+    show(volumes, save_to=save_to, viewer=viewer)
 
 
 def offer_download(path) -> None:

@@ -208,8 +208,9 @@ def orthogonal_views(volumes: list[tuple[str, np.ndarray, tuple]], point=None) -
         planes = [("axial", data[:, :, k], sy / sx), ("coronal", data[:, j, :], sz / sx),
                   ("sagittal", data[i, :, :], sz / sy)]
         for ax, (name, plane, aspect) in zip(axes[row], planes):
-            # Rows of the image are the plane's second axis, pointing up (radiological
-            # left-right is not flipped: the patient's right is on the image's left).
+            # Rows of the image are the plane's second axis, pointing up; the first axis
+            # runs left to right on screen: in a RAS+ volume the patient's right is on the
+            # image's right (neurological convention).
             ax.imshow(plane.T, cmap="gray", origin="lower", vmin=lo, vmax=max(hi, lo + 1e-6),
                       aspect=aspect, interpolation="nearest")
             ax.set_axis_off()
