@@ -7,12 +7,12 @@ badges and install cells name it too (for a fork, ``python tools/notebooks.py
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from .log import get_logger
 from .runtime.devices import hardware
+from .viewer import in_colab, show_image  # noqa: F401 (the notebooks' colab.show_image)
 
 logger = get_logger(__name__)
 
@@ -25,11 +25,6 @@ DRIVE_FOLDER = "MyDrive"
 def colab_url(notebook_path: str, repository: str = REPOSITORY, branch: str = BRANCH) -> str:
     """The "Open in Colab" address of a notebook of the repository."""
     return f"https://colab.research.google.com/github/{repository}/blob/{branch}/{notebook_path}"
-
-
-def in_colab() -> bool:
-    """True inside a Google Colab runtime."""
-    return "google.colab" in sys.modules
 
 
 @dataclass
@@ -156,22 +151,6 @@ def report_hardware() -> dict:
     return info
 
 
-def show_image(path) -> None:
-    """Display a PNG in the notebook (or print its path outside one)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no image at {path}")
-    try:
-        from IPython import get_ipython
-        from IPython.display import Image, display
-    except ImportError:
-        get_ipython = None
-    if get_ipython is not None and get_ipython() is not None:
-        display(Image(filename=str(path)))
-    else:
-        logger.info("image: %s", path)
-
-
 def show_markdown(path_or_text) -> None:
     """Display Markdown (a file or a string) in the notebook, or print it."""
     text = path_or_text
@@ -207,7 +186,7 @@ def trained_model(model: str, sha256_digest: str, direction: str, run_dir):
 
     Stops the notebook (:func:`stop`) with what to do when there is no such model.
     """
-    from .evaluation.export import export_model, load_model
+    from .evaluation.export import load_model
 
     source = model.strip() or run_dir
     archive = None
@@ -216,7 +195,7 @@ def trained_model(model: str, sha256_digest: str, direction: str, run_dir):
             stop(f"no trained CycleGAN for these settings ({Path(run_dir).name}): run "
                  "notebook 02 with the same settings first, or give MODEL (a .model.zip, "
                  "an https link with MODEL_SHA256, or hf://owner/name)")
-        archive = export_model(run_dir, Path(run_dir).parent / "models")
+        archive = model_archive(run_dir)
     try:
         # Translating a scan is inference on this runtime: its fastest policy (bf16 on
         # CPUs with bf16 instructions), as the synthesize command does.
@@ -228,6 +207,55 @@ def trained_model(model: str, sha256_digest: str, direction: str, run_dir):
         stop(f"MODEL {source} translates {sorted(method.translators)}, not {direction}: "
              "change DIRECTION")
     return method, settings, archive
+
+
+def model_archive(run_dir) -> Path:
+    """The run's model archive, ``RUN.model.zip`` in ``models/`` beside the runs; written
+    again only when the run has changed since (trained further, evaluated again)."""
+    from .evaluation.export import SUFFIX, export_model
+    from .training.rundir import RunDir
+
+    run = RunDir(run_dir)
+    archive = run.path.parent / "models" / f"{run.name}{SUFFIX}"
+    records = [f.stat().st_mtime for f in run.path.rglob("*.json")]
+    if archive.is_file() and records and archive.stat().st_mtime >= max(records):
+        return archive
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    return export_model(run.path, archive)
+
+
+def keep_model(run_dir, hf_repo: str = "") -> Path:
+    """Notebook 02's last step: the run's archive (:func:`model_archive`) offered for
+    download, and with ``hf_repo`` (``owner/name``) each generator pushed to the Hugging
+    Face Hub with Keras' own saving, as ``hf://owner/name-t1-to-t2`` and ``-t2-to-t1``
+    (needs a Hub token: Colab's ``HF_TOKEN`` secret or ``huggingface_hub.login()``).
+    Notebook 05 and ``synthesize --model`` load either form. A failed push stops the
+    notebook with the reason; the archive is kept."""
+    import keras
+
+    from .config import DIRECTIONS
+    from .training.rundir import RunDir
+
+    archive = model_archive(run_dir)
+    offer_download(archive)
+    repo = hf_repo.strip().removeprefix("hf://").strip("/")
+    if not repo:
+        return archive
+    if repo.count("/") != 1:
+        stop(f"HF_REPO {hf_repo!r}: expected owner/name (a Hugging Face model repository)")
+    for direction in DIRECTIONS:
+        address = f"hf://{repo}-{direction.replace('_', '-')}"
+        try:
+            generator = keras.saving.load_model(RunDir(run_dir).generator(direction),
+                                                compile=False)
+            keras.saving.save_model(generator, address)
+        except Exception as err:  # noqa: BLE001 (the Hub's and the network's errors vary)
+            stop(f"pushing {direction} to {address} failed ({type(err).__name__}: {err}); "
+                 f"the archive {archive} is kept: download it, or log in to the Hub and "
+                 "run this cell again")
+        logger.info("%s pushed to %s (load it with MODEL=%r, DIRECTION=%r in notebook 05)",
+                    direction, address, address, direction)
+    return archive
 
 
 def your_scan(scan: str, space: Workspace, store=None, direction: str = "t1_to_t2"):

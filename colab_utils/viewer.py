@@ -20,14 +20,36 @@ widget fails to build) falls back to the next, with a warning saying why.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from .colab import in_colab, show_image
 from .log import get_logger
 
 logger = get_logger(__name__)
+
+
+def in_colab() -> bool:
+    """True inside a Google Colab runtime."""
+    return "google.colab" in sys.modules
+
+
+def show_image(path) -> None:
+    """Display a PNG in the notebook (or print its path outside one)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no image at {path}")
+    try:
+        from IPython import get_ipython
+        from IPython.display import Image, display
+    except ImportError:
+        get_ipython = None
+    if get_ipython is not None and get_ipython() is not None:
+        display(Image(filename=str(path)))
+    else:
+        logger.info("image: %s", path)
+
 
 VIEWERS = ("auto", "niivue", "sliders", "static")
 NIIVUE_HEIGHT = 260  # pixels of one volume's row of three planes

@@ -10,7 +10,8 @@ import pytest  # noqa: E402
 # The slowest files first: pytest-xdist (see pyproject.toml) sends whole files to its
 # workers in this order (with --no-loadscope-reorder), so the long ones do not come last.
 SLOWEST_FIRST = ("test_notebooks.py", "test_training.py", "test_distribute.py", "test_health.py",
-                 "test_unit.py", "test_synthesis.py", "test_cli.py", "test_preprocess.py",
+                 "test_unit.py", "test_synthesis.py", "test_pipeline.py", "test_cli.py",
+                 "test_preprocess.py",
                  "test_registration.py", "test_resume_hardware.py", "test_methods.py",
                  "test_cyclegan.py")
 

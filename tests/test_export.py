@@ -141,3 +141,41 @@ def test_a_scan_translated_in_bf16_matches_float32_and_the_synthesize_default_is
     args = build_parser().parse_args(["synthesize", "--model", "m", "--input", "i",
                                       "--output", "o"])
     assert args.precision == "auto"
+
+
+def test_notebook_02_keeps_one_archive_and_pushes_each_generator_with_keras_saving(
+        exported, tmp_path, monkeypatch):
+    import os
+    import shutil
+
+    import keras
+
+    from colab_utils import colab
+
+    run = tmp_path / "runs" / exported[0].name
+    shutil.copytree(exported[0], run)
+    archive = colab.model_archive(run)
+    assert archive == tmp_path / "runs" / "models" / f"{run.name}.model.zip"
+    written = archive.stat().st_mtime_ns
+    assert colab.model_archive(run).stat().st_mtime_ns == written  # current: not rewritten
+    record = next(run.rglob("*.json"))  # the run changed (evaluated again, trained on)
+    later = archive.stat().st_mtime + 5
+    os.utime(record, (later, later))
+    assert colab.model_archive(run).stat().st_mtime_ns != written
+    pushed = []
+    monkeypatch.setattr(keras.saving, "save_model",
+                        lambda model, address: pushed.append((address, model.input_shape)))
+    assert colab.keep_model(run, hf_repo=" hf://someone/t1t2 ") == archive
+    assert pushed == [("hf://someone/t1t2-t1-to-t2", (None, 32, 32, 1)),
+                      ("hf://someone/t1t2-t2-to-t1", (None, 32, 32, 1))]
+    assert colab.keep_model(run) == archive and len(pushed) == 2  # no repo: no push
+
+    def refused(model, address):
+        raise PermissionError("401 Client Error: Unauthorized")
+
+    monkeypatch.setattr(keras.saving, "save_model", refused)
+    with pytest.raises(colab.StopNotebook, match="failed .*401.*the archive .* is kept"):
+        colab.keep_model(run, hf_repo="someone/t1t2")
+    assert archive.is_file()
+    with pytest.raises(colab.StopNotebook, match="expected owner/name"):
+        colab.keep_model(run, hf_repo="t1t2")

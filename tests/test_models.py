@@ -160,9 +160,13 @@ def test_mixed_precision_models_output_float32():
     (1, 4, 1, "valid", (1, 9, 9, 16)),    # PatchGAN scores
     (3, 4, 2, "same", (2, 11, 11, 5)),    # several output channels, stride 2
 ])
-def test_narrow_conv_equals_conv2d_forward_and_backward(filters, kernel, strides, padding, shape):
+def test_narrow_conv_equals_conv2d_forward_and_backward(filters, kernel, strides, padding, shape,
+                                                        monkeypatch):
     import tensorflow as tf
 
+    from colab_utils.models import networks
+
+    monkeypatch.setattr(networks, "cpu_has_avx512", lambda: False)  # where it pays
     rng = np.random.default_rng(0)
     conv = keras.layers.Conv2D(filters, kernel, strides=strides, padding=padding)
     narrow = NarrowConv2D(filters, kernel, strides=strides, padding=padding)
@@ -186,6 +190,16 @@ def test_narrow_conv_equals_conv2d_forward_and_backward(filters, kernel, strides
     for a, b in zip(*results):
         assert a.shape == b.shape
         np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-4, atol=1e-4 * np.abs(a).max())
+
+
+def test_the_depthwise_path_is_taken_on_cpus_without_avx512_only(monkeypatch):
+    from colab_utils.models import networks
+
+    narrow = NarrowConv2D(1, 7)
+    narrow.build((1, 16, 16, 4))
+    for avx512, depthwise in ((False, True), (True, False)):
+        monkeypatch.setattr(networks, "cpu_has_avx512", lambda avx512=avx512: avx512)
+        assert narrow._channel_sum() is depthwise
 
 
 def test_generator_head_and_patchgan_scores_are_narrow_convs_and_reload(tmp_path):

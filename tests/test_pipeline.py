@@ -107,3 +107,53 @@ def test_a_run_on_other_subjects_lives_on_under_its_own_name(tmp_path, store, me
     with pytest.raises(ValueError, match=r"data.json: this run trained on other subjects "
                                          r"\(train: .*new: phantom-003.*gone: phantom-002"):
         train_method(experiment, "simple", store, tmp_path)
+
+
+def test_journey_a_folder_of_three_scans_grows_to_five_and_runs_end_to_end(tmp_path, phantom_dir,
+                                                                          capsys):
+    """A user with three pairs of their own runs the whole chain from the command line as
+    typed, then adds a fourth and a fifth to the same folder and runs it again: every
+    time every split has a subject, the report is written, and no subject once split
+    moves."""
+    import shutil
+    import subprocess
+    import sys
+
+    from colab_utils.data.phantom import write_phantom
+    from colab_utils.data.store import SliceStore
+
+    extra = write_phantom(tmp_path / "more", n_subjects=5, seed=21)
+    scans = {f"case{i}": (phantom_dir / f"phantom-00{i}-T1.nii.gz",
+                          phantom_dir / f"phantom-00{i}-T2.nii.gz") for i in (1, 2, 3)}
+    scans.update({f"case{i}": (extra / f"phantom-00{i}-T1.nii.gz",
+                               extra / f"phantom-00{i}-T2.nii.gz") for i in (4, 5)})
+    folder, out, data = tmp_path / "my_scans", tmp_path / "runs", tmp_path / "data"
+    folder.mkdir()
+    seen = {}
+    for count in (3, 4, 5):
+        for name in list(scans)[:count]:
+            for scan, contrast in zip(scans[name], ("T1w", "T2w")):
+                if not (folder / f"{name}_{contrast}.nii.gz").exists():
+                    shutil.copy(scan, folder / f"{name}_{contrast}.nii.gz")
+        command = ["pipeline", "--preset", "smoke", "--source", "folder", "--folder",
+                   str(folder), "--out", str(out), "--data", str(data), "--steps-per-epoch",
+                   "2", "--volume-methods", "", "--methods", "simple,supervised",
+                   "--reference", "supervised"]
+        if count < 5:  # the same command in this process (a new one costs TensorFlow's import)
+            assert cli.main(command) == 0
+            assert "report:" in capsys.readouterr().out
+        else:  # as typed
+            done = subprocess.run([sys.executable, "-m", "colab_utils", *command],
+                                  capture_output=True, text=True, cwd=tmp_path)
+            assert done.returncode == 0, done.stderr[-3000:]
+            assert "report:" in done.stdout and "Traceback" not in done.stderr
+        store = SliceStore(next(data.glob("folder-my_scans-*_store")))
+        splits = {s: store.subjects(s) for s in ("train", "val", "test")}
+        assert sorted(sum(splits.values(), [])) == sorted(list(scans)[:count])
+        assert all(splits.values()), splits
+        for subject, split in seen.items():
+            assert subject in splits[split], f"{subject} moved from {split} at {count}"
+        seen = {subject: split for split, names in splits.items() for subject in names}
+        # The report says how few subjects each split has and what that means.
+        report = max(out.rglob("report.md"), key=lambda p: p.stat().st_mtime).read_text()
+        assert "## Few subjects" in report and "1 test subject(s)" in report

@@ -391,6 +391,21 @@ def qualitative_figure(results: list[MethodResults], data, split: str, direction
                        title=f"{LABELS[direction]} on {split} slices")
 
 
+def few_subjects_notes(data) -> list[str]:
+    """What the store's splits of fewer than 3 subjects mean for the statistics (none for
+    larger splits, or without a store)."""
+    from ..data.splits import SPLITS, small_split_notes
+    from ..data.store import SliceStore
+
+    if not data or not Path(data).is_dir():
+        return []
+    store = SliceStore(data)
+    if not store.splits():  # not a store (a folder of slice files) or not split
+        return []
+    return small_split_notes({subject: split for split in SPLITS
+                              for subject in store.subjects(split) or []})
+
+
 def compare(runs, out, *, split: str = "test", data=None, reference: str = "cyclegan",
             qualitative_slices: int = 3, render: bool = True) -> Comparison:
     """Compare evaluated runs: tables, tests and figures in ``out``, and the report.
@@ -455,6 +470,9 @@ def compare(runs, out, *, split: str = "test", data=None, reference: str = "cycl
                f"No tests: {ref.label} has no whole-volume evaluation." if not ref.volumes
                else "No tests: no other method has a whole-volume evaluation."))))
     data = data or results[0].data
+    few = few_subjects_notes(data)
+    if few:
+        sections.insert(1, Section("Few subjects", "\n".join(f"- {note}" for note in few)))
     methods = ([loaded_method(r.run) for r in results]
                if qualitative_slices and data else None)
     figures = []
