@@ -51,15 +51,21 @@ def _error(kind: str, value):
     return transform
 
 
-def numbers(pair, transform, volume_scale: float, slice_mm: float) -> dict:
+def numbers(pair, transform, volume_scale: float, slice_mm: float, contrast=False) -> dict:
     from colab_utils.data import registration as reg
     from colab_utils.data.brain_mask import subject_brain_mask
-    from colab_utils.data.qc import quality_numbers
+    from colab_utils.data.intensity import normalise
+    from colab_utils.data.qc import contrast_numbers, quality_numbers
 
     template, _ = reg.template_images()
     t1, _ = reg.from_sitk(reg.resample(pair.t1_image, template, transform))
-    _, info = subject_brain_mask(t1=t1)
-    return quality_numbers(t1, volume_scale, info, slice_mm=slice_mm)
+    mask, info = subject_brain_mask(t1=t1)
+    record = quality_numbers(t1, volume_scale, info, slice_mm=slice_mm)
+    if contrast:  # the pair's contrast check, as preprocessing makes it
+        t2, _ = reg.from_sitk(reg.resample(pair.t2_image, template, pair.template_to_t2))
+        record.update(contrast_numbers(normalise(t1, mask, 0.5, 99.5),
+                                       normalise(t2, mask, 0.5, 99.5), mask))
+    return record
 
 
 def run_kind(kind: str, subjects: int, seed: int, icbm_dir) -> dict:
@@ -79,7 +85,8 @@ def run_kind(kind: str, subjects: int, seed: int, icbm_dir) -> dict:
             pair = register_pair(t1, t2)
         slice_mm = max(max(pair.t1_image.GetSpacing()), max(pair.t2_image.GetSpacing()))
         found = pair.t1_to_template
-        correct[f"s{index}"] = numbers(pair, found.transform, found.volume_scale, slice_mm)
+        correct[f"s{index}"] = numbers(pair, found.transform, found.volume_scale, slice_mm,
+                                       contrast=True)
         for name, (how, value) in ERRORS.items():
             error = _error(how, value)
             composite = sitk.CompositeTransform([found.transform, error])
@@ -99,6 +106,8 @@ def run_kind(kind: str, subjects: int, seed: int, icbm_dir) -> dict:
     return {"benchmark": "qc_set", "kind": kind, "correct": len(correct),
             "correct_flagged": flagged, "broken": len(broken), "broken_missed": missed,
             "warned_correct": sorted(k for k, r in batch.items() if r["warnings"]),
+            "contrast": {k: [r["t1_skew"], r["t2_skew"], r["corr_t1_t2"]]
+                         for k, r in correct.items()},
             "reasons": reasons}
 
 

@@ -146,7 +146,7 @@ def register_into_template(t1_path, t2_path, transforms: dict | None = None, *,
 def process_subject(subject: str, t1_path, t2_path, store, config: DataConfig) -> dict:
     """Register, mask, normalise and slice one subject; write it into the store (its
     slices, mask, record and QC montage)."""
-    from .qc import qc_montage
+    from .qc import contrast_numbers, qc_montage
     from .template import mni_template
 
     store = SliceStore(store)
@@ -155,6 +155,7 @@ def process_subject(subject: str, t1_path, t2_path, store, config: DataConfig) -
     _, template_mask, _ = mni_template()
     t1 = normalise(t1, mask, config.clip_low, config.clip_high)
     t2 = normalise(t2, mask, config.clip_low, config.clip_high)
+    quality.update(contrast_numbers(t1, t2, mask))
     fig = qc_montage(t1, t2, template_mask, mask,
                      f"{subject}: corr(T1, template) {quality['corr_t1_template']:.3f}, "
                      f"volume scale {quality['volume_scale']:.2f}, rim {quality['rim_ratio']:.2f}")

@@ -14,7 +14,13 @@ Per subject (:func:`quality_numbers`, on the registered T1 in template space):
 * ``mask_dice``: the subject's own brain mask against the template's
   (:mod:`.brain_mask`); not judged when the own mask fell back to the
   template's (``mask_fallback``: its Dice of 1.0 is a sentinel, not a value);
-* ``slice_mm``: the thickest voxel side of the scans (thick clinical slices).
+* ``slice_mm``: the thickest voxel side of the scans (thick clinical slices);
+* ``t1_skew``, ``t2_skew``, ``corr_t1_t2`` (:func:`contrast_numbers`): the skewness of
+  each scan inside the brain (a T1's brain is mostly bright with a little dark CSF,
+  skewed to the dark side; a T2's the other way round) and their correlation. A "T2"
+  skewed like a T1 (a second T1, a FLAIR, a post-contrast scan), a T1 skewed like a T2
+  (the files swapped) or a T2 that is nearly the T1 (a copy) is flagged by itself,
+  with the files named: no registration can make such a pair a T1/T2 pair.
 
 :func:`flag_outliers` judges each subject against absolute limits
 (:data:`LIMITS`, which correctly registered scans pass, real clinical ones
@@ -50,6 +56,11 @@ BAD_SIDE = {"corr_t1_template": "low", "volume_scale": "both", "rim_ratio": "hig
 SPREAD_FLOOR = {"corr_t1_template": 0.03, "volume_scale": 0.03, "rim_ratio": 0.05,
                 "mask_dice": 0.015}
 MIN_BATCH = 5
+# Beyond this skewness on the other contrast's side a scan is ordered like the other
+# contrast (the margin synthesize uses for its input); above this correlation inside
+# the brain a "T2" is the T1 again.
+CONTRAST_SKEW = 0.3
+COPY_CORRELATION = 0.95
 ROBUST_Z, FAR_Z = 4.0, 8.0
 # Skull-stripped input: the T1 just outside the template's brain (5-15 mm out) is darker
 # than this fraction of the brain's core (a head's scalp and skull marrow are bright).
@@ -89,6 +100,41 @@ def quality_numbers(t1_template: np.ndarray, volume_scale: float, mask_info: dic
             "mask_reason": mask_info.get("mask_reason", ""),
             "skull_stripped": bool(outside < STRIPPED_BELOW),
             "slice_mm": round(float(slice_mm), 2)}
+
+
+def contrast_numbers(t1: np.ndarray, t2: np.ndarray, mask: np.ndarray) -> dict:
+    """``t1_skew``, ``t2_skew`` and ``corr_t1_t2`` inside ``mask`` (see the module
+    docstring); the volumes on one grid, normalised or not."""
+    def skew(values):
+        spread = max(float(values.std()), 1e-12)
+        return float(((values - values.mean()) ** 3).mean()) / spread ** 3
+
+    a, b = t1[mask].astype(np.float64), t2[mask].astype(np.float64)
+    correlation = float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else 1.0
+    return {"t1_skew": round(skew(a), 3), "t2_skew": round(skew(b), 3),
+            "corr_t1_t2": round(correlation, 4)}
+
+
+def contrast_reasons(record: dict) -> list[str]:
+    """Why a pair is not a T1 and a T2, one reason each ([] for a plausible pair or a
+    record without the numbers)."""
+    def number(name):
+        value = record.get(name)
+        return None if value in (None, "") else float(value)
+
+    t1, t2 = record.get("t1") or "the T1", record.get("t2") or "the T2"
+    reasons = []
+    if (c := number("corr_t1_t2")) is not None and c > COPY_CORRELATION:
+        reasons.append(f"the T2 {t2} is nearly the T1 {t1} (correlation {c:.3f} inside the "
+                       "brain): a copy, or the same scan twice?")
+    elif (k := number("t2_skew")) is not None and k < -CONTRAST_SKEW:
+        reasons.append(f"the T2 {t2} is ordered like a T1 inside the brain (skewness "
+                       f"{k:+.2f}: bright tissue, dark CSF): a T1, a FLAIR or a post-contrast "
+                       "scan given as the T2?")
+    if (k := number("t1_skew")) is not None and k > CONTRAST_SKEW:
+        reasons.append(f"the T1 {t1} is ordered like a T2 inside the brain (skewness {k:+.2f}: "
+                       "dark tissue, bright CSF): are the T1 and T2 files swapped?")
+    return reasons
 
 
 def _judged(name: str, record: dict) -> float | None:
@@ -133,6 +179,7 @@ def flag_outliers(records: dict[str, dict]) -> None:
                    f"(robust z {z:+.1f})"
             (reasons if abs(z) > FAR_Z else borderline)[subject].append(text)
     for subject, record in records.items():
+        reasons[subject] += contrast_reasons(record)
         if len(borderline[subject]) >= 2:
             reasons[subject] += borderline[subject]
         else:

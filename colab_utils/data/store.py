@@ -45,7 +45,8 @@ SUBJECT_FIELDS = ("slices", "seed_slice", "slice_range", "min_brain_fraction", "
 INDEX_COLUMNS = ("split", "subject", "slice", "modality", "shard", "row")
 QC_COLUMNS = ("subject", "split", "outlier", "qc_reasons", "warnings", "corr_t1_template",
               "volume_scale", "rim_ratio", "mask_dice", "mask_fallback", "mask_reason",
-              "skull_stripped", "slice_mm", "metric_t1_to_template", "metric_t2_to_t1",
+              "skull_stripped", "slice_mm", "t1_skew", "t2_skew", "corr_t1_t2",
+              "metric_t1_to_template", "metric_t2_to_t1",
               "start_t1_to_template", "start_t2_to_t1", "n_slices", "seconds", "t1", "t2",
               "error")
 
