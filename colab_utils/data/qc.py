@@ -16,23 +16,14 @@ Per subject (:func:`quality_numbers`, on the registered T1 in template space):
   template's (``mask_fallback``: its Dice of 1.0 is a sentinel, not a value);
 * ``slice_mm``: the thickest voxel side of the scans (thick clinical slices);
 * ``t1_skew``, ``t2_skew``, ``corr_t1_t2`` (:func:`contrast_numbers`): the skewness of
-  each scan inside the brain (a T1's brain is mostly bright with a little dark CSF,
-  skewed to the dark side; a T2's the other way round) and their correlation. A "T2"
-  skewed like a T1 (a second T1, a FLAIR, a post-contrast scan), a T1 skewed like a T2
-  (the files swapped) or a T2 that is nearly the T1 (a copy) is flagged by itself,
-  with the files named: no registration can make such a pair a T1/T2 pair.
-
-:func:`flag_outliers` judges each subject against absolute limits
-(:data:`LIMITS`, which correctly registered scans pass, real clinical ones
-included) and against the batch: a robust z-score (median and MAD, with a
-spread floor per feature, :data:`SPREAD_FLOOR`, so that a few nearly equal
-values do not make every small difference an outlier), in the direction that
-means failure, with 5 subjects or more. A feature beyond :data:`FAR_Z` (or
-outside its limits) flags the subject by itself; between :data:`ROBUST_Z` and
-:data:`FAR_Z` it is borderline, and it takes two borderline features to flag a
-registration. A borderline feature alone and a mask fallback are warnings
-(``warnings`` in ``qc.csv``), with their reason; ``qc_reasons`` says why a
-subject is flagged.
+  each scan inside the brain, and their correlation. A T1 and a T2 are anticorrelated
+  inside the brain (white matter bright in one, dark in the other; CSF the other way
+  round): -0.28 to -0.35 on the real-contrast ICBM phantom, about -0.9 on the
+  tissue-map kinds. A "T2" correlated positively with its T1 (a second T1, the same scan
+  twice, a post-contrast T1) is flagged by itself, with the files named. The skewness
+  is recorded, not judged: on real MRI a T2's brain is skewed to the dark side as a
+  T1's is (ICBM: -0.68 to -0.83), so it cannot tell the two apart. Swapped files show
+  in ``corr_t1_template`` (the "T1" is then a T2, far from the template T1).
 """
 
 from __future__ import annotations
@@ -56,10 +47,9 @@ BAD_SIDE = {"corr_t1_template": "low", "volume_scale": "both", "rim_ratio": "hig
 SPREAD_FLOOR = {"corr_t1_template": 0.03, "volume_scale": 0.03, "rim_ratio": 0.05,
                 "mask_dice": 0.015}
 MIN_BATCH = 5
-# Beyond this skewness on the other contrast's side a scan is ordered like the other
-# contrast (the margin synthesize uses for its input); above this correlation inside
-# the brain a "T2" is the T1 again.
-CONTRAST_SKEW = 0.3
+# Above this correlation with its T1 inside the brain a "T2" is ordered like a T1; above
+# the second, it is the T1 again.
+SAME_ORDER_CORRELATION = 0.0
 COPY_CORRELATION = 0.95
 ROBUST_Z, FAR_Z = 4.0, 8.0
 # Skull-stripped input: the T1 just outside the template's brain (5-15 mm out) is darker
@@ -127,13 +117,10 @@ def contrast_reasons(record: dict) -> list[str]:
     if (c := number("corr_t1_t2")) is not None and c > COPY_CORRELATION:
         reasons.append(f"the T2 {t2} is nearly the T1 {t1} (correlation {c:.3f} inside the "
                        "brain): a copy, or the same scan twice?")
-    elif (k := number("t2_skew")) is not None and k < -CONTRAST_SKEW:
-        reasons.append(f"the T2 {t2} is ordered like a T1 inside the brain (skewness "
-                       f"{k:+.2f}: bright tissue, dark CSF): a T1, a FLAIR or a post-contrast "
-                       "scan given as the T2?")
-    if (k := number("t1_skew")) is not None and k > CONTRAST_SKEW:
-        reasons.append(f"the T1 {t1} is ordered like a T2 inside the brain (skewness {k:+.2f}: "
-                       "dark tissue, bright CSF): are the T1 and T2 files swapped?")
+    elif c is not None and c > SAME_ORDER_CORRELATION:
+        reasons.append(f"the T2 {t2} is ordered like its T1 {t1} inside the brain "
+                       f"(correlation {c:+.2f}; a T1 and a T2 are anticorrelated): a second "
+                       "T1 or a post-contrast scan given as the T2?")
     return reasons
 
 
