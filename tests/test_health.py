@@ -245,6 +245,7 @@ def test_restart_is_recorded_and_a_run_killed_during_it_resumes_like_an_uninterr
     assert all(isinstance(r["health_ssim_t1_to_t2"], float) for r in history)
 
 
+@pytest.mark.extended  # about 2 minutes: CI within 20 minutes (README)
 def test_a_collapsed_attempt_takes_its_export_and_summary_with_it(tmp_path, store,
                                                                  monkeypatch):
     # Attempt 0 stops after epoch 1 (exported: a session split), then collapses in epoch 2.
